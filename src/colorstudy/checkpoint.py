@@ -1,0 +1,64 @@
+"""Self-describing checkpoints, loaded with ``weights_only=True``.
+
+A checkpoint holds everything needed to rebuild and judge the model without the
+pipeline around it: the generator's registry name and arguments, the resolved
+params it was trained with, the epoch, optimizer states (for resuming), and where
+any pretrained weights came from. Only tensors, numbers, strings, lists and dicts go
+in, so the safe ``weights_only`` unpickler can read it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "colorstudy-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A file is not a usable colorstudy checkpoint; the message says why."""
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a run killed mid-save leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file (was it written by another tool?)")
+    return payload
+
+
+def build_generator(payload: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The trained generator of a loaded checkpoint, in eval mode."""
+    from colorstudy.models import build_generator as build
+
+    try:
+        model = build(payload["architecture"], **payload["arch_kwargs"], weights="random")
+        model.load_state_dict(payload["generator"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint does not fit architecture {payload.get('architecture')!r} ({e})") from e
+    return model.to(device).eval()

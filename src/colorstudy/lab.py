@@ -1,0 +1,134 @@
+"""CIE Lab: the constants, the normalization and the sRGB <-> Lab conversions.
+
+This is the only color-space code in the project: data preprocessing, losses,
+metrics and inference all call it, so a model is trained, scored and used with the
+same numbers. Conventions follow scikit-image (sRGB, D65 white, 2° observer), so
+``rgb_to_lab`` agrees with ``skimage.color.rgb2lab`` to float32 precision.
+
+Tensors are channel-first (``[..., 3, H, W]``); the numpy helpers take and return
+channel-last images (``[..., H, W, 3]``) as image libraries do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Normalization of the reference study: L in [0, 100] -> [-1, 1], ab / 128.
+L_MAX = 100.0
+L_CENTER = 50.0
+AB_SCALE = 128.0
+# The Lab ab range is not a box; clipping predictions to the int8-like range used by
+# every colorization paper keeps them inside what the study's tanh output can express.
+AB_MIN, AB_MAX = -128.0, 127.0
+
+D65_WHITE = (0.95047, 1.0, 1.08883)
+_XYZ_FROM_RGB = torch.tensor(
+    [[0.412453, 0.357580, 0.180423],
+     [0.212671, 0.715160, 0.072169],
+     [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
+_RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB)
+_EPSILON = 0.008856  # (6/29)^3: where the cube root turns linear
+_KAPPA = 7.787  # slope of the linear part, (29/6)^2 / 3
+
+
+def normalize_l(L: torch.Tensor) -> torch.Tensor:
+    return L / L_CENTER - 1.0
+
+
+def denormalize_l(L_n: torch.Tensor) -> torch.Tensor:
+    return (L_n + 1.0) * L_CENTER
+
+
+def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
+    return ab / AB_SCALE
+
+
+def denormalize_ab(ab_n: torch.Tensor) -> torch.Tensor:
+    return ab_n * AB_SCALE
+
+
+def clip_ab(ab: torch.Tensor) -> torch.Tensor:
+    """Clip ab (in Lab units) to the valid range before it is turned into colors."""
+    return ab.clamp(AB_MIN, AB_MAX)
+
+
+def _matrix(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return m.to(device=like.device, dtype=like.dtype)
+
+
+def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # x: [..., 3, H, W]; mixes the channel axis.
+    return torch.einsum("ij,...jhw->...ihw", _matrix(m, x), x)
+
+
+def _white(like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(D65_WHITE, device=like.device, dtype=like.dtype).view(3, 1, 1)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], ``[..., 3, H, W]`` -> Lab (L in [0, 100]); differentiable."""
+    linear = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = _apply_matrix(_XYZ_FROM_RGB, linear) / _white(rgb)
+    # clamp inside the cube root: its gradient is infinite at 0 and the other branch is taken there
+    f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
+    fx, fy, fz = f.unbind(dim=-3)
+    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab ``[..., 3, H, W]`` -> sRGB clipped to [0, 1]; differentiable.
+
+    Out-of-gamut colors are clipped per channel, as skimage's ``lab2rgb`` does.
+    """
+    L, a, b = lab.unbind(dim=-3)
+    fy = (L + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = (fy - b / 200.0).clamp(min=0.0)  # skimage: negative Z is invalid, set to 0
+    f = torch.stack((fx, fy, fz), dim=-3)
+    cube = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / _KAPPA)
+    linear = _apply_matrix(_RGB_FROM_XYZ, cube * _white(lab))
+    srgb = torch.where(
+        linear > 0.0031308, 1.055 * linear.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055, 12.92 * linear
+    )
+    return srgb.clamp(0.0, 1.0)
+
+
+def lab_from_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Join L ``[..., 1, H, W]`` and ab ``[..., 2, H, W]`` (Lab units), ab clipped."""
+    return torch.cat((L, clip_ab(ab)), dim=-3)
+
+
+def colorize(L_n: torch.Tensor, ab_n: torch.Tensor) -> torch.Tensor:
+    """Normalized L and predicted normalized ab -> sRGB in [0, 1]; differentiable."""
+    return lab_to_rgb(lab_from_l_ab(denormalize_l(L_n), denormalize_ab(ab_n)))
+
+
+# -- numpy, channel-last, for image files ------------------------------------------
+
+def _to_float_rgb(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype == np.uint8:
+        return rgb.astype(np.float32) / 255.0
+    if rgb.dtype == np.uint16:
+        return rgb.astype(np.float32) / 65535.0
+    return rgb.astype(np.float32, copy=False)
+
+
+def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
+    """sRGB ``[..., H, W, 3]`` (uint8, uint16 or float in [0, 1]) -> float32 Lab."""
+    x = torch.from_numpy(np.ascontiguousarray(_to_float_rgb(rgb))).movedim(-1, -3)
+    return rgb_to_lab(x).movedim(-3, -1).numpy()
+
+
+def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:
+    """Lab ``[..., H, W, 3]`` -> float32 sRGB in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(lab, dtype=np.float32)).movedim(-1, -3)
+    return lab_to_rgb(x).movedim(-3, -1).numpy()
+
+
+def to_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] -> uint8 with rounding (what a saved image file holds)."""
+    arr = rgb.detach().cpu().numpy() if isinstance(rgb, torch.Tensor) else rgb
+    return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
