@@ -139,3 +139,110 @@ class DataParams:
         require(self.shard_size > 0, "data.shard_size", "must be > 0")
         require(self.dataset != "folder" or bool(self.path), "data.path",
                 "dataset `folder` needs data.path, the folder of photos")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """``loss``: the global weights (lambda) of the generator objective's terms."""
+
+    l1: float = 100.0
+    mse: float = 1.0
+    perceptual: float = 10.0
+    adversarial: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            require(value >= 0, f"loss.{name}", f"weight {value} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptualParams:
+    """``perceptual``: the VGG16 feature loss."""
+
+    weights: Literal["imagenet", "random"] = "random"
+    layers: list[str] = dataclasses.field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_3"])
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialParams:
+    """``adversarial``: the PatchGAN discriminator and its loss."""
+
+    mode: Literal["bce", "lsgan"] = "bce"
+    width: int = 64
+    layers: int = 3
+
+    def __post_init__(self) -> None:
+        require(self.width > 0, "adversarial.width", "must be > 0")
+        require(1 <= self.layers <= 5, "adversarial.layers", "must be in 1..5")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """``train``: the optimization, shared by every model of the study."""
+
+    epochs: int = 50
+    decay_epochs: int = 25
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    width: int = 64
+    augment: bool = True
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        require(0 <= self.decay_epochs <= self.epochs, "train.decay_epochs", "must be in [0, train.epochs]")
+        require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        require(self.lr > 0, "train.lr", "must be > 0")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)")
+        require(self.width >= 1, "train.width", "must be >= 1")
+        require(self.num_threads >= 1, "train.num_threads", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``models``: a study id's generator, loss terms and overrides."""
+
+    generator: str
+    terms: list[str]
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per-model loss weights
+    arch: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra generator arguments
+
+    def __post_init__(self) -> None:
+        require(len(self.terms) > 0, "terms", "a model needs at least one loss term")
+        require(len(set(self.terms)) == len(self.terms), "terms", f"{self.terms} repeats a term")
+        for name, value in self.weights.items():
+            require(name in self.terms, f"weights.{name}",
+                    f"overrides a term the model does not use (terms: {self.terms})")
+            require(value >= 0, f"weights.{name}", f"weight {value} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate``: metrics on the test split."""
+
+    batch_size: int = 32
+    lpips_weights: Literal["imagenet", "random"] = "random"
+    fid_weights: Literal["imagenet", "random"] = "random"
+    bootstrap: int = 1000
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        require(self.bootstrap >= 100, "evaluate.bootstrap", "use at least 100 resamples")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportParams:
+    """``report``: what the report shows."""
+
+    grid_images: int = 6
+    examples: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.grid_images >= 1, "report.grid_images", "must be >= 1")
+        require(self.examples >= 1, "report.examples", "must be >= 1")

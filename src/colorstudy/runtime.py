@@ -1,0 +1,51 @@
+"""Device choice and reproducibility settings shared by training, evaluation and inference."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` -> cuda when present, else cpu; asking for cuda without one is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device `cuda` was asked for but torch sees no GPU; use `auto` or `cpu`")
+    if choice not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {choice!r}")
+    return torch.device(choice)
+
+
+def make_reproducible(device: torch.device, num_threads: int) -> None:
+    """Bitwise-repeatable CPU runs: a fixed thread count (reductions split by thread
+    count change float sums) and deterministic kernels. On CUDA, speed wins: cuDNN
+    autotuning stays on and results are repeatable only up to float noise."""
+    if device.type == "cpu":
+        torch.set_num_threads(num_threads)
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast on GPU; a no-op on CPU, where bf16 is slower and less exact."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def inference(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode without gradients; restores the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)

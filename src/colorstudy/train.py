@@ -1,0 +1,252 @@
+"""The training loop: one study model, read top to bottom.
+
+Every stochastic choice (shuffle, augmentation, dropout) is re-seeded from
+``(seed, epoch)`` at the start of each epoch, so a run resumed from its end-of-epoch
+checkpoint continues exactly as an uninterrupted run would, and two CPU runs with
+the same params write bitwise-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from colorstudy import checkpoint
+from colorstudy.config import AdversarialParams, PerceptualParams, TrainParams
+from colorstudy.data.shards import LabShards
+from colorstudy.lab import AB_SCALE
+from colorstudy.losses import build_loss, discriminator_loss
+from colorstudy.models import build_discriminator, build_generator
+from colorstudy.runtime import autocast, inference, make_reproducible, resolve_device
+
+MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
+MAX_SHIFT = 0.1  # translation, as a fraction of the half-width (affine_grid units)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; training stops rather than save garbage."""
+
+
+def augment(L: torch.Tensor, ab: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal flip, small rotation and translation, the same for L and ab.
+
+    Runs where the data lives (GPU when present) as one batched resampling; no color
+    jitter, which would change the ground truth colors.
+    """
+    x = torch.cat((L, ab), dim=1)
+    n = x.shape[0]
+    flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    angle = (torch.rand(n, generator=gen, device=x.device) * 2 - 1) * math.radians(MAX_ROTATION_DEG)
+    shift = (torch.rand(n, 2, generator=gen, device=x.device) * 2 - 1) * MAX_SHIFT
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack((torch.stack((cos, -sin, shift[:, 0]), 1), torch.stack((sin, cos, shift[:, 1]), 1)), 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return x[:, :1], x[:, 1:]
+
+
+def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
+    """Constant, then linear decay to zero over the last ``decay_steps`` steps."""
+    if decay_steps == 0:
+        return 1.0
+    return min(1.0, (total_steps - step) / decay_steps)
+
+
+@torch.no_grad()
+def validate(generator: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int,
+             device: torch.device) -> dict[str, float]:
+    """Validation ab-L1 (normalized ab) and ΔE76 (Lab units; L is given, so it is |Δab|)."""
+    l1_sum = de_sum = 0.0
+    with inference(generator), autocast(device):
+        for i in range(0, len(L), batch_size):
+            pred = generator(L[i:i + batch_size]).float()
+            diff = pred - ab[i:i + batch_size]
+            l1_sum += diff.abs().mean(dim=(1, 2, 3)).sum().item()
+            de_sum += (diff.square().sum(dim=1).sqrt() * AB_SCALE).mean(dim=(1, 2)).sum().item()
+    return {"ab_l1": l1_sum / len(L), "delta_e76": de_sum / len(L)}
+
+
+def grayscale_baseline(ab: torch.Tensor) -> dict[str, float]:
+    """The same validation numbers for ab = 0: what a model must beat."""
+    return {"ab_l1": ab.abs().mean().item(),
+            "delta_e76": (ab.square().sum(dim=1).sqrt() * AB_SCALE).mean().item()}
+
+
+def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, step: int) -> None:
+    total = sum(losses.values())
+    if not torch.isfinite(total):  # one sync per step; per-term values only on failure
+        bad = [f"{name}={value.item()}" for name, value in losses.items() if not torch.isfinite(value)]
+        raise NonFiniteLossError(
+            f"model {model_id}: non-finite loss at epoch {epoch + 1}, step {step}: {', '.join(bad)}. "
+            f"Lower train.lr or the offending weight in `loss`, then rerun.")
+
+
+def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path) -> dict[str, Any]:
+    """Train study model ``run`` (a resolved run spec); returns its summary metrics.
+
+    Writes ``out_dir/last.pt`` every epoch (resume point) and ``out_dir/best.pt`` at the
+    best validation ab-L1; dvclive logs go to ``log_dir``.
+    """
+    from dvclive import Live
+
+    model_id = run["model_id"]
+    cfg = TrainParams(**run["train"])
+    out_dir, log_dir = Path(out_dir), Path(log_dir)
+    device = resolve_device(cfg.device)
+    make_reproducible(device, cfg.num_threads)
+
+    shards = LabShards(shards_dir)
+    L_train, ab_train = shards.split("train", device=device)
+    L_val, ab_val = shards.split("val", device=device)
+    if len(L_train) == 0 or len(L_val) == 0:
+        raise RuntimeError(f"{shards_dir}: the train and val splits must not be empty "
+                           f"(train {len(L_train)}, val {len(L_val)} images)")
+
+    torch.manual_seed(cfg.seed)
+    generator = build_generator(run["generator"], **run["arch_kwargs"]).to(device)
+    generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
+    terms = run["terms"]
+    losses: dict[str, torch.nn.Module] = {}
+    provenance: dict[str, Any] = {"generator": getattr(generator, "provenance", {})}
+    discriminator = opt_d = adv = None
+    for name in terms:
+        if name == "perceptual":
+            p = PerceptualParams(**run["perceptual"])
+            losses[name] = build_loss(name, weights=p.weights, layers=p.layers).to(device)
+            provenance["perceptual"] = losses[name].provenance
+        elif name == "adversarial":
+            a = AdversarialParams(**run["adversarial"])
+            adv = build_loss(name, mode=a.mode).to(device)
+            losses[name] = adv
+            discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
+            opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas)
+        else:
+            losses[name] = build_loss(name).to(device)
+
+    steps_per_epoch = len(L_train) // cfg.batch_size or 1
+    total_steps = cfg.epochs * steps_per_epoch
+    decay_steps = cfg.decay_epochs * steps_per_epoch
+    state = {"epoch": 0, "best": {"epoch": -1, "ab_l1": math.inf}, "history": []}
+
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if last_path.exists():  # resume, but only a run of exactly this spec
+        saved = checkpoint.load(last_path, map_location=device)
+        if saved.get("run") == run:
+            generator.load_state_dict(saved["generator"])
+            opt_g.load_state_dict(saved["opt_g"])
+            if discriminator is not None:
+                discriminator.load_state_dict(saved["discriminator"])
+                opt_d.load_state_dict(saved["opt_d"])
+            state = {"epoch": saved["epoch"], "best": saved["best"], "history": saved["history"]}
+            print(f"{model_id}: resuming after epoch {state['epoch']} from {last_path}")
+
+    baseline = grayscale_baseline(ab_val)
+    # dvclive starts clean and replays the resumed history, so the plots never hold an
+    # epoch twice when a run was killed between logging and checkpointing.
+    live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    for record in state["history"]:
+        for key, value in record.items():
+            live.log_metric(key, value)
+        live.next_step()
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; with `gen` below, resume-exact
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(L_train), generator=gen, device=device)
+        sums = {name: torch.zeros((), device=device) for name in [*terms, "discriminator"]}
+        generator.train()
+        bar = tqdm(range(steps_per_epoch), desc=f"{model_id} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for opt in (opt_g, opt_d):
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * lr_factor(step, total_steps, decay_steps)
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            L, ab = L_train[idx], ab_train[idx]
+            if cfg.augment:
+                L, ab = augment(L, ab, gen)
+            if device.type == "cuda":
+                L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
+
+            with autocast(device):
+                fake = generator(L)
+
+            if discriminator is not None:  # pix2pix: D first, on the detached fake
+                discriminator.requires_grad_(True)
+                opt_d.zero_grad(set_to_none=True)
+                with autocast(device):
+                    loss_d = discriminator_loss(adv, discriminator(torch.cat((L, ab), 1)),
+                                                discriminator(torch.cat((L, fake.detach()), 1)))
+                loss_d.backward()
+                opt_d.step()
+                sums["discriminator"] += loss_d.detach()
+                discriminator.requires_grad_(False)  # G's step must not accumulate into D
+
+            opt_g.zero_grad(set_to_none=True)
+            with autocast(device):
+                parts = {}
+                for name, weight in terms.items():
+                    if name == "adversarial":
+                        value = losses[name](discriminator(torch.cat((L, fake), 1)))
+                    else:
+                        value = losses[name](L, fake, ab)
+                    parts[name] = weight * value.float()
+            _check_finite(parts, model_id, epoch, step)
+            sum(parts.values()).backward()
+            opt_g.step()
+            for name, value in parts.items():
+                sums[name] += value.detach()
+
+        val = validate(generator, L_val, ab_val, cfg.batch_size, device)
+        record = {f"train/{name}": (value / steps_per_epoch).item() for name, value in sums.items()
+                  if name in terms or discriminator is not None}
+        record.update({f"val/{k}": v for k, v in val.items()})
+        record.update({f"val/baseline_{k}": v for k, v in baseline.items()})
+        record["lr"] = cfg.lr * lr_factor((epoch + 1) * steps_per_epoch, total_steps, decay_steps)
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        improved = val["ab_l1"] < state["best"]["ab_l1"]
+        if improved:
+            state["best"] = {"epoch": epoch + 1, "ab_l1": val["ab_l1"], "delta_e76": val["delta_e76"]}
+        payload = {
+            "model_id": model_id, "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
+            "run": run, "epoch": state["epoch"], "step": state["epoch"] * steps_per_epoch,
+            "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
+            "discriminator": discriminator.state_dict() if discriminator is not None else None,
+            "opt_d": opt_d.state_dict() if opt_d is not None else None,
+            "best": state["best"], "history": state["history"], "provenance": provenance,
+            "torch_version": torch.__version__,
+        }
+        if improved:
+            checkpoint.save(best_path, payload)
+        checkpoint.save(last_path, payload)  # last: a kill after this line loses nothing
+        for key, value in record.items():
+            live.log_metric(key, value)
+        live.next_step()
+        print(f"{model_id} epoch {state['epoch']}/{cfg.epochs}: val ab-L1 {val['ab_l1']:.4f} "
+              f"(grayscale {baseline['ab_l1']:.4f}), ΔE76 {val['delta_e76']:.2f} "
+              f"(grayscale {baseline['delta_e76']:.2f})")
+
+    summary = {
+        "best_epoch": state["best"]["epoch"],
+        "val_ab_l1": state["best"]["ab_l1"],
+        "val_delta_e76": state["best"]["delta_e76"],
+        "baseline_val_ab_l1": baseline["ab_l1"],
+        "baseline_val_delta_e76": baseline["delta_e76"],
+        "beats_baseline": state["best"]["ab_l1"] < baseline["ab_l1"],
+    }
+    for key, value in summary.items():
+        live.summary[key] = value
+    live.end()
+    return summary
+
