@@ -130,9 +130,9 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise DownloadError(f"{name}: HTTP {e.code} {e.reason} from {url}; check the URL or put "
                             f"{name} in a folder and set data.mirror (or ${MIRROR_ENV})") from e
     except (URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"{name}: cannot open {url} ({reason}); no network? put {name} in a folder "
-                            f"and set data.mirror (or ${MIRROR_ENV})") from e
+        guess = "the mirror lacks it?" if url.startswith("file:") else "no network?"
+        raise DownloadError(f"{name}: cannot open {url} ({getattr(e, 'reason', e)}); {guess} put {name} "
+                            f"in a folder and set data.mirror (or ${MIRROR_ENV})") from e
     with response:
         if offset and response.status == 206:
             start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
@@ -146,9 +146,9 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         received = 0
-        with open(part, "ab" if offset else "wb") as f, tqdm(
-                total=None if expected is None else offset + expected, initial=offset, unit="B",
-                unit_scale=True, unit_divisor=1024, desc=name, mininterval=1.0) as bar:
+        bar = tqdm(total=None if expected is None else offset + expected, initial=offset, unit="B",
+                   unit_scale=True, unit_divisor=1024, desc=name, mininterval=1.0, disable=not progress)
+        with open(part, "ab" if offset else "wb") as f, bar:
             try:
                 while chunk := response.read(_CHUNK):
                     f.write(chunk)

@@ -1,0 +1,1 @@
+"""Data: the dataset registry (:mod:`.sources`) and verified downloads (:mod:`.download`)."""
