@@ -68,10 +68,17 @@ def _white(like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(D65_WHITE, device=like.device, dtype=like.dtype).view(3, 1, 1)
 
 
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], ``[..., 3, H, W]`` -> Lab (L in [0, 100]); differentiable."""
-    linear = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = _apply_matrix(_XYZ_FROM_RGB, linear) / _white(rgb)
+    return _linear_to_lab(_srgb_to_linear(rgb))
+
+
+def _linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
+    xyz = _apply_matrix(_XYZ_FROM_RGB, linear) / _white(linear)
     # clamp inside the cube root: its gradient is infinite at 0 and the other branch is taken there
     f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
     fx, fy, fz = f.unbind(dim=-3)
@@ -116,8 +123,15 @@ def _to_float_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32, copy=False)
 
 
+# uint8 sRGB -> linear RGB by table: the 2.4 power is most of preprocessing's cost.
+_LINEAR_FROM_UINT8 = _srgb_to_linear(torch.arange(256, dtype=torch.float32) / 255.0).numpy()
+
+
 def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
     """sRGB ``[..., H, W, 3]`` (uint8, uint16 or float in [0, 1]) -> float32 Lab."""
+    if rgb.dtype == np.uint8:
+        linear = torch.from_numpy(_LINEAR_FROM_UINT8[rgb]).movedim(-1, -3)
+        return _linear_to_lab(linear).movedim(-3, -1).numpy()
     x = torch.from_numpy(np.ascontiguousarray(_to_float_rgb(rgb))).movedim(-1, -3)
     return rgb_to_lab(x).movedim(-3, -1).numpy()
 
