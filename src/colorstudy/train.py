@@ -185,8 +185,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
                 discriminator.requires_grad_(True)
                 opt_d.zero_grad(set_to_none=True)
                 with autocast(device):
-                    loss_d = discriminator_loss(adv, discriminator(torch.cat((L, ab), 1)),
-                                                discriminator(torch.cat((L, fake.detach()), 1)))
+                    loss_d = discriminator_loss(adv, discriminator(L, ab), discriminator(L, fake.detach()))
                 loss_d.backward()
                 opt_d.step()
                 sums["discriminator"] += loss_d.detach()
@@ -197,7 +196,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
                 parts = {}
                 for name, weight in terms.items():
                     if name == "adversarial":
-                        value = losses[name](discriminator(torch.cat((L, fake), 1)))
+                        value = losses[name](discriminator(L, fake))
                     else:
                         value = losses[name](L, fake, ab)
                     parts[name] = weight * value.float()
@@ -225,7 +224,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
             "discriminator": discriminator.state_dict() if discriminator is not None else None,
             "opt_d": opt_d.state_dict() if opt_d is not None else None,
             "best": state["best"], "history": state["history"], "provenance": provenance,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
         if improved:
             checkpoint.save(best_path, payload)

@@ -1,0 +1,89 @@
+"""The command line: ``python -m colorstudy <command>`` (or the ``colorstudy`` script).
+
+The DVC stages have their own scripts under ``stages/``; this is for people who use
+the trained models, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _add_colorize(commands: argparse._SubParsersAction) -> None:
+    from colorstudy.colorize import DEFAULT_MODELS_DIR, FORMAT_SUFFIX
+
+    p = commands.add_parser(
+        "colorize", help="colorize black-and-white photos with a trained model",
+        description="Colorize photos (JPEG, PNG, WebP, TIFF; any size) with a trained study model. "
+                    "Each output keeps the input's size, format and full-resolution lightness; "
+                    "only the colors come from the model.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="photo files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                   help="folder for the colorized photos (same file names; folder layout kept)")
+    p.add_argument("--model", metavar="ID|CHECKPOINT",
+                   help="study id (uses MODELS_DIR/ID/best.pt) or a checkpoint file; "
+                        "default: the best model of reports/ranking.json")
+    p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR),
+                   help="where study ids are looked up (default: %(default)s)")
+    p.add_argument("--size", type=_positive_int, metavar="N",
+                   help="square resolution the model runs at, rounded to its stride "
+                        "(default: the size it was trained at)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when present (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+                   help="photos per model batch (default: %(default)s)")
+    p.add_argument("--format", choices=sorted(FORMAT_SUFFIX), dest="fmt",
+                   help="write this format instead of the input's")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--compare", action="store_true",
+                   help="also write NAME_compare.EXT: gray | colorized | original (if it was in color)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_colorize)
+
+
+def _colorize(args: argparse.Namespace) -> int:
+    from colorstudy.colorize import ColorizeError, colorize_paths, load_colorizer
+
+    try:
+        colorizer = load_colorizer(args.model, device=args.device, models_dir=args.models_dir, size=args.size)
+    except ColorizeError as e:
+        print(f"colorstudy colorize: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"model {colorizer.name} ({colorizer.architecture}) at {colorizer.size}x{colorizer.size} "
+          f"on {colorizer.device}", file=sys.stderr)
+    summary = colorize_paths(args.inputs, args.output_dir, colorizer, batch_size=args.batch_size,
+                             overwrite=args.overwrite, compare=args.compare, fmt=args.fmt,
+                             progress=not args.no_progress, log=lambda m: tqdm.write(m, file=sys.stderr))
+    print(summary, file=sys.stdout if summary.ok else sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colorstudy", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_colorize(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status: 0 ok, 1 some photos failed, 2 nothing could start."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared fixtures: real photos from ../shared/datasets turned into small Lab shards."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from colorstudy.config import DataParams, load_params
+from colorstudy.data.shards import preprocess
+from colorstudy.data.sources import materialize
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT.parent / "shared" / "datasets" / "faces"
+
+
+def faces_params(image_size: int = 32) -> DataParams:
+    return DataParams(dataset="folder", path=str(FACES), image_size=image_size, val_fraction=0.15,
+                      test_fraction=0.15)
+
+
+@pytest.fixture(scope="session")
+def faces_shards(tmp_path_factory) -> Path:
+    """All 750 faces at 32x32 as shards, split 70/15/15 by hash, as the faces study did."""
+    if not FACES.is_dir():
+        pytest.skip(f"{FACES} is missing (the shared photo sets sit beside the repo)")
+    root = tmp_path_factory.mktemp("faces")
+    params = faces_params()
+    materialize(root / "raw", params)
+    preprocess(root / "raw", root / "shards", params, progress=False)
+    return root / "shards"
+
+
+@pytest.fixture
+def study_params() -> dict:
+    """The default params.yaml, shrunk to train in seconds on 32x32 shards."""
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params["data"]["image_size"] = 32
+    params["train"].update(epochs=3, decay_epochs=1, batch_size=32, width=4, device="cpu")
+    params["adversarial"]["width"] = 4
+    return params

@@ -1,0 +1,123 @@
+"""The study table: params validation and exact DVC caching per model."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from colorstudy.config import ParamsError, load_params
+from colorstudy.study import resolve_model, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+STUDY_IDS = ["A", "B", "C", "D", "E", "F", "C_L1_LOW", "C_L1_HIGH", "C_PERCEPTUAL_LOW", "C_PERCEPTUAL_HIGH",
+             "autoencoder", "deep_cnn", "unet_mse", "resnet_unet", "densenet"]
+# models whose objective uses the global perceptual weight (the ablations override it)
+USES_GLOBAL_PERCEPTUAL = {"C", "D", "E", "F", "C_L1_LOW", "C_L1_HIGH"}
+
+
+def with_change(dotted: str, value) -> dict:
+    params = copy.deepcopy(PARAMS)
+    *path, last = dotted.split(".")
+    node = params
+    for key in path:
+        node = node[key]
+    node[last] = value
+    return params
+
+
+def test_default_params_cover_the_whole_study():
+    validate_params(PARAMS)
+    assert set(PARAMS["models"]) == set(STUDY_IDS)
+
+
+@pytest.mark.parametrize("dotted, value, named", [
+    ("train.epoch", 3, "epoch"),  # typo'd key
+    ("loss.l1", -1.0, "loss.l1"),  # negative weight
+    ("models.A.generator", "transformer", "transformer"),  # unknown architecture
+    ("models.A.terms", ["l1", "style"], "style"),  # unknown loss term
+    ("models.C_L1_LOW.weights", {"mse": 3.0}, "weights.mse"),  # override of an unused term
+    ("models.B.discriminator", "patchgan", "discriminator"),  # unknown model key
+    ("train.device", "tpu", "train.device"),
+    ("data.image_size", 50, "data.image_size"),
+    ("adversarial.mode", "wgan", "adversarial.mode"),
+])
+def test_bad_params_fail_naming_the_key(dotted, value, named):
+    with pytest.raises(ParamsError, match=re.escape(named)):
+        validate_params(with_change(dotted, value))
+
+
+def test_unknown_section_is_rejected():
+    params = copy.deepcopy(PARAMS)
+    params["trian"] = {"epochs": 3}
+    with pytest.raises(ParamsError, match="trian"):
+        validate_params(params)
+
+
+def test_run_spec_holds_only_what_the_objective_uses():
+    a = resolve_model(PARAMS, "A")
+    assert a["terms"] == {"l1": PARAMS["loss"]["l1"]}
+    assert "perceptual" not in a and "adversarial" not in a
+    low = resolve_model(PARAMS, "C_PERCEPTUAL_LOW")
+    assert low["terms"]["perceptual"] == 5.0 and low["terms"]["l1"] == PARAMS["loss"]["l1"]
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("loss.perceptual", 20.0, USES_GLOBAL_PERCEPTUAL),
+    ("loss.l1", 10.0, {"A", "B", "C", "E", "C_PERCEPTUAL_LOW", "C_PERCEPTUAL_HIGH"}),
+    ("adversarial.mode", "lsgan", {"B", "C", "F", "C_L1_LOW", "C_L1_HIGH", "C_PERCEPTUAL_LOW",
+                                   "C_PERCEPTUAL_HIGH"}),
+    ("models.A.terms", ["l1", "mse"], {"A"}),
+    ("train.epochs", 7, set(STUDY_IDS)),
+])
+def test_a_change_alters_exactly_the_specs_that_use_it(dotted, value, expected):
+    changed = with_change(dotted, value)
+    differs = {m for m in STUDY_IDS if resolve_model(PARAMS, m) != resolve_model(changed, m)}
+    assert differs == expected
+
+
+def _dvc(args: list[str], cwd: Path) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
+    """The real resolve@/train@ wiring of dvc.yaml, with training replaced by a copy of the spec."""
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stages = {name: pipeline["stages"][name] for name in ("resolve", "train")}
+    train = stages["train"]["do"]
+    train["cmd"] = "python -c \"import shutil, os; os.makedirs('data/models/${key}', exist_ok=True); " \
+                   "shutil.copy('data/study/${key}.json', 'data/models/${key}/best.pt')\""
+    train["deps"] = ["data/study/${key}.json"]
+    train.pop("metrics", None)
+    train.pop("plots", None)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    for path in ("stages/resolve.py", "src/colorstudy/study.py", "src/colorstudy/config.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    _dvc(["init", "-q"], tmp_path)
+    _dvc(["config", "core.analytics", "false"], tmp_path)
+    _dvc(["repro"], tmp_path)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "study"], cwd=tmp_path, check=True)
+
+    log = _dvc(["exp", "run", "-S", "loss.perceptual=20"], tmp_path)
+    retrained = set(re.findall(r"Running stage 'train@([^']+)'", log))
+    assert retrained == USES_GLOBAL_PERCEPTUAL, log
+
+    log = _dvc(["exp", "run", "-S", "models.A.weights={l1: 10.0}"], tmp_path)
+    assert set(re.findall(r"Running stage 'train@([^']+)'", log)) == {"A"}, log

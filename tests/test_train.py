@@ -1,0 +1,120 @@
+"""The training loop on real photos: it learns, it is exact, it resumes, it fails loudly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from colorstudy import checkpoint
+from colorstudy.losses import L1Loss
+from colorstudy.study import resolve_model, write_run_spec
+from colorstudy.train import NonFiniteLossError, train_model
+from colorstudy.weights import MissingWeightsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(run: dict, shards: Path, out: Path) -> dict:
+    return train_model(run, shards, out / "models", out / "logs")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(path)["generator"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key  # bitwise, not approximately
+
+
+@pytest.mark.slow
+def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_params, tmp_path):
+    study_params["train"].update(epochs=12, decay_epochs=4, width=8, augment=False)
+    summary = _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+    assert summary["beats_baseline"]
+    assert summary["val_ab_l1"] < 0.9 * summary["baseline_val_ab_l1"]
+    assert summary["val_delta_e76"] < summary["baseline_val_delta_e76"]
+    payload = checkpoint.load(tmp_path / "models" / "best.pt")
+    # the checkpoint describes itself
+    assert payload["architecture"] == "unet" and payload["arch_kwargs"] == {"width": 8, "depth": 5}
+    assert payload["run"]["terms"] == {"l1": 100.0} and payload["epoch"] == summary["best_epoch"]
+    assert payload["opt_g"]["state"] and payload["provenance"] == {"generator": {}}
+    assert (tmp_path / "logs" / "plots" / "metrics" / "val" / "ab_l1.tsv").exists()
+
+
+@pytest.mark.slow
+def test_gan_training_is_bitwise_deterministic_and_resumes_exactly(faces_shards, study_params, tmp_path):
+    run = resolve_model(study_params, "C")  # generator, discriminator, perceptual VGG: every moving part
+    _train(run, faces_shards, tmp_path / "first")
+    _train(run, faces_shards, tmp_path / "second")
+    _assert_same_weights(tmp_path / "first/models/last.pt", tmp_path / "second/models/last.pt")
+    first, second = (checkpoint.load(tmp_path / d / "models/last.pt") for d in ("first", "second"))
+    for key in first["discriminator"]:
+        assert torch.equal(first["discriminator"][key], second["discriminator"][key]), key
+
+    # kill a real training process after its first epoch's checkpoint, then start it again
+    spec = tmp_path / "run.json"
+    write_run_spec(run, spec)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "stages/train.py"), str(spec), str(faces_shards), str(out / "models"),
+           str(out / "logs")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        last = out / "models" / "last.pt"
+        if last.exists() and checkpoint.load(last)["epoch"] >= 1:
+            proc.kill()
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode != 0, "the run finished before it could be killed"
+    assert checkpoint.load(out / "models" / "last.pt")["epoch"] < run["train"]["epochs"]
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    _assert_same_weights(tmp_path / "first/models/last.pt", out / "models/last.pt")
+    _assert_same_weights(tmp_path / "first/models/best.pt", out / "models/best.pt")
+    # the dvclive curves hold each epoch once, as an uninterrupted run's do
+    curve = (out / "logs/plots/metrics/val/ab_l1.tsv").read_text()
+    assert curve == (tmp_path / "first/logs/plots/metrics/val/ab_l1.tsv").read_text()
+
+
+def test_a_changed_spec_does_not_resume_a_stale_checkpoint(faces_shards, study_params, tmp_path):
+    study_params["train"].update(epochs=1, decay_epochs=0)
+    _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+    study_params["loss"]["l1"] = 50.0
+    study_params["train"]["epochs"] = 2
+    _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+    assert checkpoint.load(tmp_path / "models/last.pt")["run"]["terms"] == {"l1": 50.0}
+
+
+def test_a_nan_loss_stops_naming_model_step_and_term(faces_shards, study_params, tmp_path, monkeypatch):
+    monkeypatch.setattr(L1Loss, "forward", lambda self, L, pred, true: (pred - true).abs().mean() * float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"model E: non-finite loss at epoch 1, step 0: l1=nan"):
+        _train(resolve_model(study_params, "E"), faces_shards, tmp_path)
+    assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_missing_imagenet_weights_stop_before_training(faces_shards, study_params, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    study_params["perceptual"]["weights"] = "imagenet"
+    with pytest.raises(MissingWeightsError, match=r"vgg16-397923af\.pth") as err:
+        _train(resolve_model(study_params, "E"), faces_shards, tmp_path)
+    assert "download.pytorch.org/models/vgg16-397923af.pth" in str(err.value)
+    assert str(tmp_path / "empty-cache") in str(err.value)
+    assert not (tmp_path / "models").exists()
