@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +81,12 @@ def validate_params(params: dict[str, Any]) -> None:
 def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str, Any]:
     """Generator arguments the study derives from the data and train sections."""
     kwargs: dict[str, Any] = {"width": width}
+    halvings = (image_size & -image_size).bit_length() - 1  # times 2 divides the size
     if generator == "unet":
         # pix2pix downsamples to 1x1: 8 levels at 256 px, fewer for smaller images.
-        kwargs["depth"] = min(8, int(math.log2(image_size)))
+        kwargs["depth"] = min(8, halvings)
+    elif generator == "resnet_unet":
+        kwargs["depth"] = min(5, halvings)
     return kwargs
 
 

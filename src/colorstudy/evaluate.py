@@ -1,0 +1,261 @@
+"""Evaluation of one study model (or the grayscale baseline) on the test split.
+
+For every test image the model predicts ab from L (eval mode, bf16 autocast on a GPU
+as ``colorize`` runs it), the prediction is clipped to the valid ab range
+(``lab.clip_ab``) and joined with the image's own L (``lab.colorize``); the ground
+truth is the same image built from its stored L and ab. The **grayscale baseline**
+predicts ab = 0: the lightness alone, what every model must beat.
+
+Outputs (see :func:`write_outputs`):
+
+* ``metrics.json`` (a DVC metrics file): for every per-image metric of
+  ``colorstudy.metrics.METRICS`` its mean over the test images and a percentile
+  bootstrap 95% CI (``evaluate.bootstrap`` resamples, ``evaluate.seed``), ``n_images``,
+  the set-level ``fid``, and where every backbone's weights came from (LPIPS, FID,
+  and the checkpoint's own: generator encoder and perceptual-loss network). Numbers
+  are rounded to 6 significant digits, so the file is stable across platforms' last
+  float bits.
+* ``per_image.parquet``: one row per test image (id, source path, every metric).
+* the predictions file: the colorized test images as sRGB uint8 ``[N, H, W, 3]``
+  with their ids (a zip written with fixed timestamps, so equal images are equal bytes),
+  and, for a run without an FID reference (the baseline), the ground truth's FID
+  features, which the other runs reuse (``fid_reference``).
+
+Same inputs, same device: same outputs, byte for byte.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import math
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from colorstudy import checkpoint, lab
+from colorstudy.config import EvaluateParams
+from colorstudy.data.shards import LabShards
+from colorstudy.metrics import METRICS, FIDExtractor, LPIPSMetric, MetricBatch, bootstrap_ci, compute, frechet_distance
+from colorstudy.runtime import autocast, inference, resolve_device
+from colorstudy.weights import describe
+
+BASELINE = "baseline"
+SIGNIFICANT_DIGITS = 6
+METRICS_FILE = "metrics.json"
+PER_IMAGE_FILE = "per_image.parquet"
+NO_BACKBONE = "none (no pretrained part)"
+NOT_USED = "not used"
+
+# Metrics reported per image (mean + CI) and per set, in report order.
+IMAGE_METRICS: tuple[str, ...] = tuple(name for name, m in METRICS.items() if m.scope == "image")
+SET_METRICS: tuple[str, ...] = tuple(name for name, m in METRICS.items() if m.scope == "set")
+
+
+def round_sig(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """``x`` rounded to ``digits`` significant digits (±inf and 0 unchanged)."""
+    if not math.isfinite(x) or x == 0.0:
+        return float(x)
+    return float(f"{x:.{digits}g}")
+
+
+@dataclass
+class Evaluation:
+    """Everything the evaluate stage writes, in memory."""
+
+    model_id: str
+    summary: dict[str, Any]  # the metrics.json document
+    per_image: pd.DataFrame  # id, path, one column per metric
+    ids: list[str]
+    rgb: np.ndarray  # uint8 [N, H, W, 3], the colorized test images
+    fid_key: str = ""  # identifies the ground-truth FID features: images, extractor, batching
+    fid_true_features: np.ndarray | None = None  # computed here (None: taken from a reference file)
+
+
+@functools.lru_cache(maxsize=2)
+def _metric_nets(lpips_weights: str, fid_weights: str, device: torch.device) -> tuple[LPIPSMetric, FIDExtractor]:
+    # Frozen, stateless networks from fixed weights or a fixed seed: built once per process.
+    return LPIPSMetric(lpips_weights, device=device), FIDExtractor(fid_weights, device=device)
+
+
+def _checkpoint_provenance(payload: dict[str, Any] | None) -> dict[str, str]:
+    """Report labels for the backbones a checkpoint was trained with."""
+    if payload is None:
+        return {"generator_encoder": NO_BACKBONE, "perceptual_loss": NOT_USED}
+    prov = payload.get("provenance") or {}
+    generator = prov.get("generator") or {}
+    perceptual = prov.get("perceptual") or {}
+    return {
+        "generator_encoder": describe(generator) if generator else NO_BACKBONE,
+        "perceptual_loss": describe(perceptual) if perceptual else NOT_USED,
+    }
+
+
+def load_predictor(model: str | Path, device: torch.device) -> tuple[str, Callable[[torch.Tensor], torch.Tensor],
+                                                                     dict[str, Any] | None]:
+    """``(model_id, predict, checkpoint payload or None)`` for a checkpoint path or ``baseline``.
+
+    ``predict`` maps normalized L ``[B,1,H,W]`` to normalized ab ``[B,2,H,W]`` float32,
+    already clipped to the valid ab range.
+    """
+    if str(model) == BASELINE:
+        return BASELINE, lambda L: torch.zeros((L.shape[0], 2, *L.shape[2:]), dtype=torch.float32,
+                                               device=L.device), None
+    payload = checkpoint.load(model, map_location=device)
+    generator = checkpoint.build_generator(payload, device)
+
+    def predict(L: torch.Tensor) -> torch.Tensor:
+        with inference(generator), autocast(device):
+            ab_n = generator(L).float()
+        return lab.normalize_ab(lab.clip_ab(lab.denormalize_ab(ab_n)))
+
+    model_id = str(payload.get("model_id") or Path(model).parent.name)
+    return model_id, predict, payload
+
+
+def load_fid_reference(path: str | Path) -> tuple[str, np.ndarray]:
+    """``(key, ground-truth FID features)`` saved in a predictions file (the baseline's)."""
+    with np.load(path, allow_pickle=False) as f:
+        if "fid_true_features" not in f:
+            raise ValueError(f"{path} holds no ground-truth FID features (only a run without a reference, "
+                             f"e.g. the baseline's, saves them)")
+        return str(f["fid_key"][0]), f["fid_true_features"]
+
+
+def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, *,
+             fid_reference: str | Path | None = None, progress: bool = False) -> Evaluation:
+    """Score ``model`` (a checkpoint path, or ``"baseline"``) on the test split of ``shards_dir``.
+
+    The ground truth's FID features are the same for every model: ``fid_reference`` (a
+    predictions file that holds them, the baseline's) saves computing them again, which
+    is half of the evaluation's time on a CPU. They are used only when they were made
+    from the same ground-truth images with the same extractor and batching (else an error).
+    """
+    device = resolve_device(params.device)
+    shards = LabShards(shards_dir)
+    rows = shards.rows("test")
+    L_all, ab_all = shards.split("test", device=device)
+    n = len(rows)
+    if n < 2:
+        raise ValueError(f"{shards_dir}: the test split has {n} image(s); evaluation needs at least 2 "
+                         f"(FID fits a covariance). Use more photos or a larger data.test_fraction.")
+    model_id, predict, payload = load_predictor(model, device)
+    lpips_net, fid_net = _metric_nets(params.lpips_weights, params.fid_weights, device)
+
+    values: dict[str, list[np.ndarray]] = {}
+    rgb_parts: list[np.ndarray] = []
+    feats_pred: list[np.ndarray] = []
+    feats_true: list[np.ndarray] = []
+    reference = load_fid_reference(fid_reference) if fid_reference is not None else None
+    truth_digest = hashlib.sha256()
+    starts = range(0, n, params.batch_size)
+    for start in tqdm(starts, desc=f"evaluate {model_id}", unit="batch", disable=not progress):
+        L = L_all[start:start + params.batch_size]
+        ab_true = ab_all[start:start + params.batch_size]
+        ab_pred = predict(L)
+        batch = MetricBatch.from_lab(L, ab_pred, ab_true, lpips=lpips_net)
+        for name, v in compute(batch).items():
+            values.setdefault(name, []).append(v.double().cpu().numpy())
+        # FID sees the photos as saved files hold them (uint8), as pytorch-fid on image files does
+        u8_pred, u8_true = batch.u8_pred.to(torch.uint8), batch.u8_true.to(torch.uint8)
+        feats_pred.append(fid_net(u8_pred).double().cpu().numpy())
+        truth_digest.update(u8_true.cpu().numpy().tobytes())
+        if reference is None:
+            feats_true.append(fid_net(u8_true).double().cpu().numpy())
+        rgb_parts.append(u8_pred.permute(0, 2, 3, 1).cpu().numpy())
+
+    per_image = pd.DataFrame({"id": rows["id"].astype(str).tolist(), "path": rows["path"].astype(str).tolist()})
+    summary: dict[str, Any] = {"model": model_id, "n_images": n}
+    for name in IMAGE_METRICS:
+        x = np.concatenate(values[name])
+        per_image[name] = x
+        mean, low, high = bootstrap_ci(x, n_resamples=params.bootstrap, seed=params.seed)
+        summary[name] = {"mean": round_sig(mean), "ci95_low": round_sig(low), "ci95_high": round_sig(high)}
+    fid_key = json.dumps({"truth_sha256": truth_digest.hexdigest(), "extractor": fid_net.provenance,
+                          "batch_size": params.batch_size, "device": device.type,
+                          "torch": str(torch.__version__)}, sort_keys=True)
+    if reference is not None:
+        if reference[0] != fid_key:
+            raise ValueError(f"{fid_reference}: its ground-truth FID features were made from other test images "
+                             f"or with another extractor or batching; rerun the stage that wrote it "
+                             f"(evaluate_baseline) with the current shards and params")
+        true_features = None
+        fid_value = frechet_distance(np.concatenate(feats_pred), reference[1])
+    else:
+        true_features = np.concatenate(feats_true)
+        fid_value = frechet_distance(np.concatenate(feats_pred), true_features)
+    summary["fid"] = round_sig(fid_value)
+    summary["provenance"] = {
+        "lpips": describe(lpips_net.provenance),
+        "fid": describe(fid_net.provenance),
+        **_checkpoint_provenance(payload),
+    }
+    if payload is not None:
+        summary["checkpoint"] = {"architecture": str(payload.get("architecture")),
+                                 "epoch": int(payload.get("epoch", 0)),
+                                 "best_epoch": int((payload.get("best") or {}).get("epoch", -1))}
+    summary["aggregation"] = (f"mean over test images, percentile bootstrap 95% CI ({params.bootstrap} resamples, "
+                              f"seed {params.seed}); fid per set")
+    return Evaluation(model_id, summary, per_image, per_image["id"].tolist(), np.concatenate(rgb_parts), fid_key,
+                      true_features)
+
+
+# -- files ----------------------------------------------------------------------------
+
+def _zip_entry(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed: equal arrays, equal bytes
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, buffer.getvalue())
+
+
+def save_predictions(path: str | Path, ids: list[str], rgb: np.ndarray, *, fid_key: str = "",
+                     fid_true_features: np.ndarray | None = None) -> None:
+    """An ``.npz`` (readable by ``np.load``) with ``ids`` [N] (str) and ``rgb`` uint8 [N, H, W, 3],
+    plus, when given, the ground truth's FID features and their key (see :func:`evaluate`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        _zip_entry(zf, "ids.npy", np.asarray(ids, dtype=str))
+        _zip_entry(zf, "rgb.npy", rgb.astype(np.uint8, copy=False))
+        if fid_true_features is not None:
+            _zip_entry(zf, "fid_key.npy", np.asarray([fid_key], dtype=str))
+            _zip_entry(zf, "fid_true_features.npy", fid_true_features.astype(np.float64, copy=False))
+    tmp.replace(path)
+
+
+def load_predictions(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """``(ids, rgb uint8 [N, H, W, 3])`` of a predictions file."""
+    with np.load(path, allow_pickle=False) as f:
+        return [str(i) for i in f["ids"]], f["rgb"]
+
+
+def write_outputs(result: Evaluation, report_dir: str | Path, predictions_path: str | Path) -> None:
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result.summary, indent=2, ensure_ascii=False) + "\n"
+    (report_dir / METRICS_FILE).write_text(text, encoding="utf-8")
+    result.per_image.to_parquet(report_dir / PER_IMAGE_FILE, index=False)
+    save_predictions(predictions_path, result.ids, result.rgb, fid_key=result.fid_key,
+                     fid_true_features=result.fid_true_features)
+
+
+def read_metrics(report_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(report_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+
+
+__all__ = ["BASELINE", "Evaluation", "IMAGE_METRICS", "SET_METRICS", "evaluate", "load_fid_reference",
+           "load_predictions",
+           "load_predictor", "read_metrics", "round_sig", "save_predictions", "write_outputs"]

@@ -1,0 +1,935 @@
+"""The study report: every model and the grayscale baseline, side by side.
+
+:func:`build_report` reads the evaluate stages' outputs (``<eval>/<id>/metrics.json``
+and ``per_image.parquet``, ``<pred>/<id>.npz``), the test split (for the gray inputs
+and the ground truth), the training logs dvclive wrote (``<train>/<id>/plots/metrics``),
+the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
+
+* ``report.md`` (GitHub-rendered; figures as relative links to ``figures/*.png``) and
+  ``report.html`` (the same content, self-contained: figures embedded as ``data:`` URIs);
+* ``figures/*.png``: comparison grid, best/worst examples per model, metric bar charts
+  with CI whiskers, training curves;
+* ``ranking.json``: ``{"best", "ranking", "formula", ...}`` (``colorize`` reads ``best``);
+* ``comparison.csv`` (model, metric, mean, ci95_low, ci95_high) and one
+  ``comparison/<metric>.csv`` per metric for DVC bar plots.
+
+Deterministic: no timestamps, fixed iteration order (the study order of ``params.yaml``),
+fixed number formatting, matplotlib's default style with fixed sizes and no PNG
+``Software`` tag: the same inputs give byte-identical files on the same machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import contextlib
+import csv
+import html
+import json
+import math
+import platform
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import colorstudy
+from colorstudy import lab
+from colorstudy.config import (
+    AdversarialParams,
+    DataParams,
+    EvaluateParams,
+    LossWeights,
+    PerceptualParams,
+    ReportParams,
+    TrainParams,
+    section,
+)
+from colorstudy.data.shards import FIXED_SPLIT_DATASETS, LabShards
+from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
+from colorstudy.metrics import METRICS, bootstrap_ci, colorfulness
+from colorstudy.weights import RANDOM_NOTE
+
+DPI = 100
+FIGURES = "figures"
+ARROWS = {"higher": "↑", "lower": "↓"}
+# The ranking's metrics: fidelity (PSNR, SSIM), color error (CIEDE2000), color
+# distribution (ΔColorfulness) and perceptual similarity (LPIPS, FID); a backbone
+# metric takes part only when its backbone has pretrained weights.
+RANKING_METRICS = ("psnr", "ssim", "ciede2000", "delta_colorfulness", "lpips", "fid")
+TIE_BREAK = "ciede2000"
+TABLE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Fidelity to the ground truth", ("psnr", "ssim", "mse_rgb", "mae_rgb", "ciede2000", "delta_e76")),
+    ("Chroma, colorfulness and perceptual metrics",
+     ("mse_ab", "mae_ab", "psnr_ab", "colorfulness", "delta_colorfulness", "lpips", "fid")),
+)
+RANDOM_SHORT = "random init, not comparable to published numbers"
+
+# docs/study.md: the reference study's settings and published numbers.
+REFERENCE_DATA = "Kaggle image-colorization-dataset, 4,750 train / 250 val / 739 test photos at 256×256, 50 epochs"
+PUBLISHED = {  # id: PSNR, SSIM, CIEDE2000, LPIPS
+    "A": (23.71, 0.9229, 10.17, 0.2016),
+    "E": (23.68, 0.9235, 10.26, 0.2094),
+    "C": (21.05, 0.8560, 13.41, 0.2490),
+    "D": (21.51, 0.7101, 12.40, 0.2112),
+    "B": (20.83, 0.8298, 13.75, 0.2715),
+    "F": (19.55, 0.8112, 15.41, 0.3041),
+}
+PUBLISHED_METRICS = ("psnr", "ssim", "ciede2000", "lpips")
+FACES_DATA = "the 750 face photos, 70/15/15 random split, 256×256"
+FACES_PUBLISHED = (  # (their model, our closest id, ab-PSNR, SSIM, ΔE76, MSE ab)
+    ("convolutional encoder–decoder", "autoencoder", 31.18, 0.98, 4.16, 0.0013),
+    ("adversarial", "B", 29.37, 0.98, 5.53, 0.0016),
+)
+FACES_METRICS = ("psnr_ab", "ssim", "delta_e76", "mse_ab")
+
+
+class ReportError(RuntimeError):
+    """An input of the report is missing or stale; the message says which and what to rerun."""
+
+
+# -- a small document model, rendered to Markdown and to HTML --------------------------
+
+_INLINE = re.compile(r"(`[^`]+`)|(\*\*.+?\*\*)|(\[[^\]]+\]\([^)\s]+\))")
+
+
+def _inline_html(text: str) -> str:
+    """``code``, **bold** and [links](url) of our Markdown subset -> HTML, the rest escaped."""
+    out, at = [], 0
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[at:m.start()]).replace("&lt;br&gt;", "<br>"))
+        token = m.group(0)
+        if m.group(1):
+            out.append(f"<code>{html.escape(token[1:-1])}</code>")
+        elif m.group(2):
+            out.append(f"<strong>{_inline_html(token[2:-2])}</strong>")
+        else:
+            label, href = token[1:].split("](", 1)
+            out.append(f'<a href="{html.escape(href[:-1])}">{_inline_html(label)}</a>')
+        at = m.end()
+    out.append(html.escape(text[at:]).replace("&lt;br&gt;", "<br>"))
+    return "".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@dataclass
+class Doc:
+    """Blocks of a report: ``(kind, payload)``, rendered by :meth:`markdown` / :meth:`html`."""
+
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, level: int, text: str) -> None:
+        self.blocks.append(("heading", (level, text)))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("para", text))
+
+    def bullets(self, items: Iterable[str]) -> None:
+        self.blocks.append(("bullets", list(items)))
+
+    def table(self, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+
+    def image(self, alt: str, path: str) -> None:
+        self.blocks.append(("image", (alt, path)))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def markdown(self) -> str:
+        parts = []
+        for kind, payload in self.blocks:
+            if kind == "heading":
+                parts.append("#" * payload[0] + " " + payload[1])
+            elif kind == "para":
+                parts.append(payload)
+            elif kind == "bullets":
+                parts.append("\n".join(f"- {item}" for item in payload))
+            elif kind == "table":
+                header, rows = payload
+                lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+                         "|" + "|".join("---" for _ in header) + "|"]
+                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+                parts.append("\n".join(lines))
+            elif kind == "image":
+                parts.append(f"![{payload[0]}]({payload[1]})")
+            elif kind == "code":
+                parts.append(f"```\n{payload}\n```")
+        return "\n\n".join(parts) + "\n"
+
+    def html(self, root: Path, title: str) -> str:
+        """Self-contained HTML: images are read from ``root / path`` and embedded."""
+        body = []
+        for kind, payload in self.blocks:
+            if kind == "heading":
+                body.append(f"<h{payload[0]}>{_inline_html(payload[1])}</h{payload[0]}>")
+            elif kind == "para":
+                body.append(f"<p>{_inline_html(payload)}</p>")
+            elif kind == "bullets":
+                body.append("<ul>\n" + "\n".join(f"<li>{_inline_html(i)}</li>" for i in payload) + "\n</ul>")
+            elif kind == "table":
+                header, rows = payload
+                head = "".join(f"<th>{_inline_html(h)}</th>" for h in header)
+                trs = "\n".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows)
+                body.append(f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}\n'
+                            f"</tbody>\n</table></div>")
+            elif kind == "image":
+                data = base64.b64encode((root / payload[1]).read_bytes()).decode("ascii")
+                body.append(f'<p><img alt="{html.escape(payload[0])}" src="data:image/png;base64,{data}"></p>')
+            elif kind == "code":
+                body.append(f"<pre><code>{html.escape(payload)}</code></pre>")
+        style = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;"
+                 "line-height:1.45}table{border-collapse:collapse;font-size:0.85em}"
+                 "th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
+                 "th{background:#f3f3f3}.scroll{overflow-x:auto}img{max-width:100%}"
+                 "code,pre{background:#f6f6f6}pre{padding:0.6em}")
+        return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n</head>\n<body>\n"
+                + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+@dataclass
+class ModelResult:
+    model_id: str
+    summary: dict[str, Any]
+    per_image: pd.DataFrame
+    rgb: np.ndarray  # uint8 [N, H, W, 3]
+
+
+def study_order(params: dict[str, Any], eval_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """``(evaluated ids in study order, ids of params without an evaluation, stale evaluations)``."""
+    found = sorted(p.name for p in eval_dir.iterdir() if (p / METRICS_FILE).is_file()) if eval_dir.is_dir() else []
+    listed = [str(k) for k in (params.get("models") or {})]
+    if not listed:
+        return [i for i in found if i != BASELINE], [], []
+    ids = [i for i in listed if i in found]
+    return ids, [i for i in listed if i not in found], [i for i in found if i not in listed and i != BASELINE]
+
+
+def load_result(model_id: str, eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelResult:
+    folder = eval_dir / model_id
+    summary = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    per_image = pd.read_parquet(folder / PER_IMAGE_FILE)
+    pred_path = pred_dir / f"{model_id}.npz"
+    if not pred_path.is_file():
+        raise ReportError(f"{pred_path} is missing: rerun the evaluate stage of {model_id} (dvc repro)")
+    ids, rgb = load_predictions(pred_path)
+    if ids != test_ids or per_image["id"].tolist() != test_ids:
+        raise ReportError(f"{folder} / {pred_path} were made on another test split than the current shards: "
+                          f"rerun the evaluate stage of {model_id} (dvc repro)")
+    return ModelResult(model_id, summary, per_image, rgb)
+
+
+def read_curves(train_dir: Path, model_id: str) -> dict[str, pd.DataFrame]:
+    """dvclive's ``plots/metrics/**.tsv`` of a model: name (``val/ab_l1``) -> columns step, value."""
+    root = train_dir / model_id / "plots" / "metrics"
+    curves = {}
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        table = pd.read_csv(path, sep="\t")
+        value = [c for c in table.columns if c not in ("step", "timestamp")]
+        if "step" in table.columns and value:
+            curves[path.relative_to(root).with_suffix("").as_posix()] = pd.DataFrame(
+                {"step": table["step"], "value": table[value[-1]]})
+    return curves
+
+
+# -- numbers --------------------------------------------------------------------------
+
+def metric_names(results: Sequence[ModelResult]) -> list[str]:
+    """Registry metrics present in every result, in registry order."""
+    return [m for m in METRICS if all(m in r.summary for r in results)]
+
+
+def mean_of(summary: dict[str, Any], metric: str) -> float:
+    value = summary[metric]
+    return float(value["mean"] if isinstance(value, dict) else value)
+
+
+def decimals_for(values: Iterable[float]) -> int:
+    """Decimals showing about 4 significant digits of the column's largest magnitude."""
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not finite:
+        return 2
+    return int(min(6, max(0, 3 - math.floor(math.log10(max(finite))))))
+
+
+def fmt(x: float, decimals: int) -> str:
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{decimals}f}"
+
+
+def best_ids(values: dict[str, float], direction: str) -> set[str]:
+    finite = {k: v for k, v in values.items() if not math.isnan(v)}
+    if not finite:
+        return set()
+    target = max(finite.values()) if direction == "higher" else min(finite.values())
+    return {k for k, v in finite.items() if v == target}
+
+
+def is_random(label: str) -> bool:
+    return "random" in label
+
+
+def display(label: str) -> str:
+    """A provenance label as the report prints it: random backbones say so in one phrase."""
+    return label.replace(RANDOM_NOTE, RANDOM_SHORT)
+
+
+def backbone_label(results: Sequence[ModelResult], key: str) -> str:
+    """What every result says about backbone ``key`` (``lpips``, ``fid``), joined when they differ."""
+    labels = sorted({display(r.summary.get("provenance", {}).get(key, "unknown")) for r in results})
+    return "; ".join(labels)
+
+
+def ranking_metrics(results: Sequence[ModelResult], available: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(metrics used, metrics left out because their backbone is randomly initialized)``."""
+    used, dropped = [], []
+    for name in RANKING_METRICS:
+        if name not in available:
+            continue
+        backbone = METRICS[name].backbone
+        if backbone and is_random(backbone_label(results, backbone)):
+            dropped.append(name)
+        else:
+            used.append(name)
+    return used, dropped
+
+
+def rank_models(results: Sequence[ModelResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, float],
+                                                                                pd.DataFrame]:
+    """``(ids best first, mean rank per id, per-metric ranks)``: rank 1 = best by the metric's
+    direction, ties share the average rank; ordered by mean rank, then CIEDE2000, then id."""
+    if not results:
+        return [], {}, pd.DataFrame()
+    ids = [r.model_id for r in results]
+    values = pd.DataFrame({m: [mean_of(r.summary, m) for r in results] for m in metrics}, index=ids)
+    ranks = pd.DataFrame({m: values[m].rank(ascending=METRICS[m].direction == "lower", method="average")
+                          for m in metrics}, index=ids)
+    mean_rank = ranks.mean(axis=1)
+    tie = {r.model_id: mean_of(r.summary, TIE_BREAK) if TIE_BREAK in r.summary else 0.0 for r in results}
+    order = sorted(ids, key=lambda i: (mean_rank[i], tie[i], i))
+    return order, {i: round(float(mean_rank[i]), 6) for i in order}, ranks
+
+
+def formula_text(used: Sequence[str], dropped: Sequence[str]) -> str:
+    parts = ", ".join(f"{m} ({METRICS[m].direction} is better)" for m in used)
+    text = (f"mean rank over {len(used)} metrics: {parts}. For each metric the models (not the grayscale "
+            f"baseline) are ranked 1..N by their test-set value (mean over images; FID per set), ties sharing "
+            f"the average rank; the model with the lowest mean rank is best; equal mean ranks are ordered by "
+            f"{TIE_BREAK} mean, then by id.")
+    if dropped:
+        text += (f" Left out: {', '.join(dropped)}, computed with a randomly initialized backbone "
+                 f"(not comparable to published numbers).")
+    return text
+
+
+# -- figures --------------------------------------------------------------------------
+
+def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(round(width, 2), round(height, 2)), dpi=DPI)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """matplotlib's default style (whatever a matplotlibrc says), restored afterwards."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update({"font.size": 8, "axes.titlesize": 8})
+        yield
+
+
+def _colors(ids: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]  # the 10 strong colors first, then their light partners
+    colors = {i: cmap((2 * k) % 20 + (k // 10) % 2) for k, i in enumerate(ids)}
+    colors[BASELINE] = (0.45, 0.45, 0.45, 1.0)
+    return colors
+
+
+def _show(ax: Any, image: np.ndarray) -> None:
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def grid_figure(path: Path, indices: Sequence[int], test_ids: Sequence[str], gray: np.ndarray, truth: np.ndarray,
+                results: Sequence[ModelResult]) -> None:
+    columns = [("gray input", gray), ("ground truth", truth)] + [(r.model_id, r.rgb) for r in results]
+    cell = 1.15
+    fig = _figure(cell * len(columns) + 0.9, cell * len(indices) + 0.4)
+    axes = fig.subplots(len(indices), len(columns), squeeze=False)
+    for row, index in enumerate(indices):
+        for col, (name, images) in enumerate(columns):
+            ax = axes[row][col]
+            _show(ax, images[index])
+            if row == 0:
+                ax.set_title(name, fontsize=7)
+            if col == 0:
+                ax.set_ylabel(_short(test_ids[index]), fontsize=6)
+    fig.subplots_adjust(left=0.06, right=0.995, top=1 - 0.35 / fig.get_figheight(), bottom=0.01,
+                        wspace=0.05, hspace=0.05)
+    _save(fig, path)
+
+
+def _short(text: str, n: int = 18) -> str:
+    return text if len(text) <= n else text[:8] + "…" + text[-(n - 9):]
+
+
+def examples_figure(path: Path, result: ModelResult, picks: Sequence[tuple[str, int, float]], gray: np.ndarray,
+                    truth: np.ndarray, test_ids: Sequence[str]) -> None:
+    rows = [("gray input", gray), (f"{result.model_id}", result.rgb), ("ground truth", truth)]
+    cell = 1.3
+    fig = _figure(cell * len(picks) + 0.8, cell * len(rows) + 0.55)
+    axes = fig.subplots(len(rows), len(picks), squeeze=False)
+    for col, (kind, index, value) in enumerate(picks):
+        for row, (name, images) in enumerate(rows):
+            ax = axes[row][col]
+            _show(ax, images[index])
+            if row == 0:
+                ax.set_title(f"{kind}\n{_short(test_ids[index])}\nCIEDE2000 {value:.2f}", fontsize=6)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.subplots_adjust(left=0.12, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=0.01,
+                        wspace=0.05, hspace=0.05)
+    _save(fig, path)
+
+
+def bars_figure(path: Path, results: Sequence[ModelResult], metrics: Sequence[str], colors: dict[str, Any]) -> None:
+    ncols = 3
+    nrows = math.ceil(len(metrics) / ncols)
+    per_row = 0.19 * len(results) + 0.9
+    fig = _figure(15, per_row * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    ids = [r.model_id for r in results]
+    y = np.arange(len(results))
+    for k, name in enumerate(metrics):
+        ax = axes[k // ncols][k % ncols]
+        spec = METRICS[name]
+        means = np.array([mean_of(r.summary, name) for r in results], dtype=float)
+        shown = np.where(np.isfinite(means), means, np.nan)
+        bars = ax.barh(y, np.nan_to_num(shown), color=[colors[i] for i in ids])
+        if spec.scope == "image":
+            low = np.array([r.summary[name]["ci95_low"] for r in results], dtype=float)
+            high = np.array([r.summary[name]["ci95_high"] for r in results], dtype=float)
+            ok = np.isfinite(low) & np.isfinite(high) & np.isfinite(means)
+            err = np.vstack((np.where(ok, means - low, 0), np.where(ok, high - means, 0)))
+            ax.errorbar(np.nan_to_num(shown), y, xerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        del bars
+        ax.set_yticks(y, ids, fontsize=6)
+        ax.invert_yaxis()
+        title = f"{spec.label} {ARROWS[spec.direction]}"
+        if spec.backbone and is_random(backbone_label(results, spec.backbone)):
+            title += f"\n({RANDOM_SHORT})"
+        ax.set_title(title, fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+    for k in range(len(metrics), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    fig.subplots_adjust(left=0.08, right=0.99, top=0.97, bottom=0.03, wspace=0.45, hspace=0.55)
+    _save(fig, path)
+
+
+def curves_figure(path: Path, names: Sequence[str], curves: dict[str, dict[str, pd.DataFrame]],
+                  colors: dict[str, Any], baseline: dict[str, pd.DataFrame] | None = None) -> None:
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _figure(4.6 * ncols + 1.6, 3.0 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // ncols][k % ncols]
+        for model_id, model_curves in curves.items():
+            if name in model_curves:
+                c = model_curves[name]
+                ax.plot(c["step"] + 1, c["value"], color=colors[model_id], linewidth=1.0, marker=".",
+                        markersize=3, label=model_id)
+        if baseline and name in baseline:
+            c = baseline[name]
+            ax.plot(c["step"] + 1, c["value"], color="black", linestyle="--", linewidth=1.0,
+                    label="grayscale baseline")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(True, linewidth=0.3)
+    for k in range(len(names), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="center right", fontsize=6, frameon=False)
+    fig.subplots_adjust(left=0.06, right=1 - 1.5 / fig.get_figwidth(), top=1 - 0.35 / fig.get_figheight(),
+                        bottom=0.5 / fig.get_figheight(), wspace=0.3, hspace=0.6)
+    _save(fig, path)
+
+
+# -- the report -------------------------------------------------------------------------
+
+def _param_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_param_value(x) for x in v) + ")"
+    return str(v)
+
+
+def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(setting, this run, reference study)`` for every setting that differs from docs/study.md."""
+    data = section(params, "data", DataParams)
+    train = section(params, "train", TrainParams)
+    loss = section(params, "loss", LossWeights)
+    perceptual = section(params, "perceptual", PerceptualParams)
+    adversarial = section(params, "adversarial", AdversarialParams)
+    evaluation = section(params, "evaluate", EvaluateParams)
+    rows: list[tuple[str, Any, Any]] = [
+        ("learning rate (`train.lr`)", train.lr, 2e-4),
+        ("Adam betas (`train.beta1`, `train.beta2`)", (train.beta1, train.beta2), (0.5, 0.999)),
+        ("batch size (`train.batch_size`)", train.batch_size, 64),
+        ("epochs (`train.epochs`)", train.epochs, 50),
+        ("epochs of linear decay (`train.decay_epochs`)", train.decay_epochs, 25),
+        ("seed (`train.seed`)", train.seed, 42),
+        ("augmentation (`train.augment`)", train.augment, True),
+        ("image size (`data.image_size`)", f"{data.image_size}×{data.image_size}", "256×256"),
+        ("generator base width (`train.width`)", train.width, 64),
+        ("PatchGAN base width (`adversarial.width`)", adversarial.width, 64),
+        ("PatchGAN layers (`adversarial.layers`)", adversarial.layers, 3),
+        ("adversarial loss (`adversarial.mode`)", adversarial.mode, "bce"),
+        ("λ L1 (`loss.l1`)", loss.l1, 100.0),
+        ("λ perceptual (`loss.perceptual`)", loss.perceptual, 10.0),
+        ("λ adversarial (`loss.adversarial`)", loss.adversarial, 1.0),
+        ("perceptual-loss VGG16 weights (`perceptual.weights`)", perceptual.weights, "imagenet"),
+        ("LPIPS AlexNet weights (`evaluate.lpips_weights`)", evaluation.lpips_weights, "imagenet"),
+        ("FID Inception weights (`evaluate.fid_weights`)", evaluation.fid_weights, "imagenet"),
+    ]
+    for model_id, spec in (params.get("models") or {}).items():
+        if isinstance(spec, dict) and spec.get("generator") == "resnet_unet":
+            weights = (spec.get("arch") or {}).get("weights", "random")
+            rows.append((f"{model_id}: ResNet-34 encoder weights (`models.{model_id}.arch.weights`)", weights,
+                         "imagenet"))
+    return [(name, _param_value(ours), _param_value(ref)) for name, ours, ref in rows
+            if _param_value(ours) != _param_value(ref)]
+
+
+def _objective(params: dict[str, Any], model_id: str) -> str:
+    try:
+        from colorstudy.study import resolve_model
+
+        terms = resolve_model(params, model_id)["terms"]
+        return ", ".join(f"{t} {w:g}" for t, w in terms.items())
+    except Exception:  # noqa: BLE001  (a partial params file: show the declared terms)
+        spec = (params.get("models") or {}).get(model_id) or {}
+        return ", ".join(spec.get("terms", [])) or "?"
+
+
+def _training_backbones(summary: dict[str, Any]) -> str:
+    prov = summary.get("provenance", {})
+    parts = []
+    if prov.get("perceptual_loss", "not used") != "not used":
+        parts.append(f"perceptual loss: {display(prov['perceptual_loss'])}")
+    encoder = prov.get("generator_encoder", "")
+    if encoder and not encoder.startswith("none"):
+        parts.append(f"encoder: {display(encoder)}")
+    return "; ".join(parts) or "—"
+
+
+def _ci_cell(summary: dict[str, Any], name: str, decimals: int, bold: bool) -> str:
+    value = summary.get(name)
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        mean = fmt(float(value["mean"]), decimals)
+        text = f"**{mean}**" if bold else mean
+        return f"{text} [{fmt(float(value['ci95_low']), decimals)}, {fmt(float(value['ci95_high']), decimals)}]"
+    text = fmt(float(value), decimals)
+    return f"**{text}**" if bold else text
+
+
+def _header(name: str, results: Sequence[ModelResult]) -> str:
+    spec = METRICS[name]
+    text = f"{spec.label}{' [' + spec.unit + ']' if spec.unit else ''} {ARROWS[spec.direction]}"
+    if spec.backbone:
+        text += f"<br>{backbone_label(results, spec.backbone)}"
+    return text
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    html: Path
+    ranking: dict[str, Any]
+    figures: list[Path]
+
+
+def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | Path, train_dir: str | Path,
+                 out_dir: str | Path, params: dict[str, Any], *,
+                 preprocess_json: str | Path | None = None) -> ReportFiles:
+    """Write the report files into ``out_dir`` (see the module docstring)."""
+    eval_dir, pred_dir, train_dir, out_dir = Path(eval_dir), Path(pred_dir), Path(train_dir), Path(out_dir)
+    preprocess_json = Path(preprocess_json) if preprocess_json else out_dir / "preprocess.json"
+    report_params = section(params, "report", ReportParams)
+    eval_params = section(params, "evaluate", EvaluateParams)
+    data_params = section(params, "data", DataParams)
+
+    ids, missing, stale = study_order(params, eval_dir)
+    if not (eval_dir / BASELINE / METRICS_FILE).is_file():
+        raise ReportError(f"{eval_dir / BASELINE / METRICS_FILE} is missing: every table carries the grayscale "
+                          f"baseline; run the evaluate_baseline stage (dvc repro)")
+    shards = LabShards(shards_dir)
+    test_ids = shards.rows("test")["id"].astype(str).tolist()
+    models = [load_result(i, eval_dir, pred_dir, test_ids) for i in ids]
+    baseline = load_result(BASELINE, eval_dir, pred_dir, test_ids)
+    rows = [*models, baseline]
+    metrics = metric_names(rows)
+    n = len(test_ids)
+
+    # ground truth and gray input of the test images (what the models saw)
+    L, ab = shards.split("test")
+    truth_u8 = np.concatenate([lab.to_uint8(lab.colorize(L[i:i + 64], ab[i:i + 64]).permute(0, 2, 3, 1))
+                               for i in range(0, n, 64)])
+    gray_u8 = baseline.rgb
+    truth_cf = torch.cat([colorfulness(lab.colorize(L[i:i + 64], ab[i:i + 64])) for i in range(0, n, 64)])
+    truth_cf_ci = bootstrap_ci(truth_cf.double().numpy(), eval_params.bootstrap, eval_params.seed)
+
+    used, dropped = ranking_metrics(models, metrics)
+    order, mean_rank, ranks = rank_models(models, used)
+    formula = formula_text(used, dropped)
+    ranking = {"best": order[0] if order else None, "ranking": order, "formula": formula, "metrics": used,
+               "mean_rank": mean_rank}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = out_dir / FIGURES
+    fig_dir.mkdir(exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # ours: a figure of a model no longer in the study must not linger
+        old.unlink()
+    figures: list[Path] = []
+    colors = _colors(ids)
+    with _style():
+        k = min(report_params.grid_images, n)
+        indices = sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+        grid = fig_dir / "comparison_grid.png"
+        grid_figure(grid, indices, test_ids, gray_u8, truth_u8, models)
+        figures.append(grid)
+        examples: dict[str, Path] = {}
+        for r in models:
+            table = r.per_image.reset_index().sort_values(["ciede2000", "id"], kind="stable")
+            e = min(report_params.examples, n)
+            best = [("best", int(i), float(v)) for i, v in
+                    zip(table["index"].iloc[:e], table["ciede2000"].iloc[:e])]
+            worst = [("worst", int(i), float(v)) for i, v in
+                     zip(table["index"].iloc[::-1].iloc[:e], table["ciede2000"].iloc[::-1].iloc[:e])]
+            path = fig_dir / f"examples_{_safe(r.model_id)}.png"
+            examples_figure(path, r, [*best, *worst], gray_u8, truth_u8, test_ids)
+            examples[r.model_id] = path
+            figures.append(path)
+        bars = fig_dir / "metrics.png"
+        bars_figure(bars, rows, metrics, colors)
+        figures.append(bars)
+        curves = {i: c for i in ids if (c := read_curves(train_dir, i))}
+        curve_figures: list[tuple[str, Path]] = []
+        if curves:
+            names = sorted({name for c in curves.values() for name in c})
+            val = [m for m in ("val/ab_l1", "val/delta_e76") if m in names]
+            base = next(iter(curves.values()))
+            base_curves = {m: base[f"val/baseline_{m.split('/', 1)[1]}"] for m in val
+                           if f"val/baseline_{m.split('/', 1)[1]}" in base}
+            if val:
+                path = fig_dir / "training_validation.png"
+                curves_figure(path, val, curves, colors, base_curves)
+                curve_figures.append(("validation metrics per epoch (dashed: grayscale baseline)", path))
+            train_names = [m for m in names if m.startswith("train/")]
+            if train_names:
+                path = fig_dir / "training_losses.png"
+                curves_figure(path, train_names, curves, colors)
+                curve_figures.append(("training losses per epoch (weighted terms)", path))
+            figures += [p for _, p in curve_figures]
+
+    data_params = dataclasses.replace(data_params, image_size=shards.image_size)  # what the shards hold
+    doc = _document(params, data_params, eval_params, report_params, models, baseline, metrics,
+                    ranking, ranks, dropped, truth_cf_ci, n, indices, examples, curve_figures, missing, stale,
+                    preprocess_json, out_dir)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(doc.markdown(), encoding="utf-8")
+    html_path.write_text(doc.html(out_dir, "Colorization study report"), encoding="utf-8")
+    (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_comparison(out_dir, rows, metrics)
+    return ReportFiles(md_path, html_path, ranking, figures)
+
+
+def _safe(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+
+
+def _write_comparison(out_dir: Path, rows: Sequence[ModelResult], metrics: Sequence[str]) -> None:
+    def values(r: ModelResult, m: str) -> list[Any]:
+        v = r.summary[m]
+        return [v["mean"], v["ci95_low"], v["ci95_high"]] if isinstance(v, dict) else [v, "", ""]
+
+    with open(out_dir / "comparison.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["model", "metric", "mean", "ci95_low", "ci95_high"])
+        for m in metrics:
+            for r in rows:
+                w.writerow([r.model_id, m, *values(r, m)])
+    per_metric = out_dir / "comparison"
+    per_metric.mkdir(exist_ok=True)
+    for old in per_metric.glob("*.csv"):
+        old.unlink()
+    for m in metrics:
+        with open(per_metric / f"{m}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["model", "mean", "ci95_low", "ci95_high"])
+            for r in rows:
+                w.writerow([r.model_id, *values(r, m)])
+
+
+def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluateParams, report_params: ReportParams,
+              models: list[ModelResult], baseline: ModelResult, metrics: list[str],
+              ranking: dict[str, Any], ranks: pd.DataFrame, dropped: list[str], truth_cf: tuple[float, float, float],
+              n: int, grid_indices: list[int], examples: dict[str, Path], curve_figures: list[tuple[str, Path]],
+              missing: list[str], stale: list[str], preprocess_json: Path, out_dir: Path) -> Doc:
+    doc = Doc()
+    rows = [*models, baseline]
+    rel = lambda p: p.relative_to(out_dir).as_posix()  # noqa: E731
+    lpips_label = backbone_label(rows, "lpips")
+    fid_label = backbone_label(rows, "fid")
+
+    doc.heading(1, "Colorization study report")
+    doc.para(f"Generated by the `report` stage of `dvc repro` from the evaluations in this repository; do not "
+             f"edit by hand. Dataset `{data.dataset}`, {data.image_size}×{data.image_size} px, "
+             f"{len(models)} model(s) and the grayscale baseline, scored on the same {n} test images.")
+    if ranking["best"] is not None:
+        best = ranking["best"]
+        beats = _beats_baseline(models, baseline, ranking["metrics"])
+        doc.para(f"**Best model: {best}** (mean rank {ranking['mean_rank'][best]:g}; ranking formula below). "
+                 f"It beats the grayscale baseline on {beats[best]} of {len(ranking['metrics'])} ranking metrics.")
+        no_gain = [r.model_id for r in models if "ciede2000" in r.summary and
+                   mean_of(r.summary, "ciede2000") >= mean_of(baseline.summary, "ciede2000")]
+        if no_gain:
+            doc.para(f"Not better than the grayscale baseline on CIEDE2000 (learned no useful color): "
+                     f"{', '.join(no_gain)}.")
+    else:
+        doc.para("No model has been evaluated yet: the tables show the grayscale baseline only.")
+    if missing:
+        doc.para(f"Models of `params.yaml` without an evaluation (not shown): {', '.join(missing)}.")
+    if stale:
+        doc.para(f"Evaluations of models no longer in `params.yaml` (ignored): {', '.join(stale)}.")
+
+    # -- the study table
+    doc.heading(2, "Results on the test split")
+    doc.para(f"Every per-image metric is the **mean over the {n} test images** with a 95% confidence interval "
+             f"from a percentile bootstrap over images ({eval_params.bootstrap} resamples, seed "
+             f"{eval_params.seed}), never a sum; FID is one number for the whole colorized test set against its "
+             f"ground truth (no CI). Each cell: mean [95% CI]; **bold** = best in its "
+             f"column (the baseline included); ↑ higher is better, ↓ lower is better. The grayscale baseline "
+             f"predicts ab = 0 (the input's lightness alone): a model that does not beat it has learned nothing. "
+             f"Backbone-based numbers carry their backbone's weights in the column header (LPIPS, FID) or "
+             f"in the “training backbones” column (models trained with a perceptual loss or a pretrained "
+             f"encoder).")
+    for title, group in TABLE_GROUPS:
+        names = [m for m in group if m in metrics]
+        if title == TABLE_GROUPS[-1][0]:
+            names += [m for m in metrics if not any(m in g for _, g in TABLE_GROUPS)]
+        if not names:
+            continue
+        doc.heading(3, title)
+        decimals = {m: decimals_for([*(mean_of(r.summary, m) for r in rows),
+                                     *([truth_cf[0]] if m == "colorfulness" else [])]) for m in names}
+        best = {m: best_ids({r.model_id: mean_of(r.summary, m) for r in rows}, METRICS[m].direction) for m in names}
+        table_rows = []
+        for r in rows:
+            label = "grayscale baseline (ab = 0)" if r.model_id == BASELINE else r.model_id
+            table_rows.append([label, *(_ci_cell(r.summary, m, decimals[m], r.model_id in best[m]) for m in names),
+                               _training_backbones(r.summary)])
+        if "colorfulness" in names:
+            cells = ["—"] * len(names)
+            d = decimals["colorfulness"]
+            cells[names.index("colorfulness")] = f"{fmt(truth_cf[0], d)} [{fmt(truth_cf[1], d)}, {fmt(truth_cf[2], d)}]"
+            table_rows.append(["ground truth (reference, not ranked)", *cells, "—"])
+        doc.table(["model", *(_header(m, rows) for m in names), "training backbones"], table_rows)
+    doc.para("ab-PSNR and MSE/MAE (ab/128) follow the faces study's convention (normalized ab, peak 1.0); they "
+             "are not comparable to the sRGB PSNR. Colorfulness: Hasler & Süsstrunk with |rg|, |yb| (the "
+             "variant of published colorization tables); ΔColorfulness = |CF(prediction) − CF(truth)| per image.")
+
+    # -- ranking
+    doc.heading(2, "Overall ranking")
+    doc.para(f"Formula: {ranking['formula']}")
+    if ranking["ranking"]:
+        beats = _beats_baseline(models, baseline, ranking["metrics"])
+        header = ["rank", "model", "mean rank", *(f"rank: {m}" for m in ranking["metrics"]), "beats baseline on"]
+        table_rows = []
+        for k, model_id in enumerate(ranking["ranking"], 1):
+            per = [f"{ranks.loc[model_id, m]:g}" for m in ranking["metrics"]]
+            table_rows.append([str(k), f"**{model_id}**" if k == 1 else model_id,
+                               f"{ranking['mean_rank'][model_id]:g}", *per,
+                               f"{beats[model_id]} / {len(ranking['metrics'])}"])
+        doc.table(header, table_rows)
+        doc.para("`reports/ranking.json` holds this order; `colorstudy colorize` uses its `best` model by default.")
+
+    # -- published numbers
+    doc.heading(2, "Published numbers beside ours")
+    doc.para(f"**Different data and image size: not directly comparable.** Ours: dataset `{data.dataset}` at "
+             f"{data.image_size}×{data.image_size}, {n} test images, settings below. Reference study: "
+             f"{REFERENCE_DATA}.")
+    lpips_ours = f"LPIPS ours ({lpips_label})"
+    header = ["id", "PSNR ours", "PSNR published", "SSIM ours", "SSIM published", "CIEDE2000 ours",
+              "CIEDE2000 published", lpips_ours, "LPIPS published"]
+    pub_rows = []
+    for r in rows:
+        published = PUBLISHED.get(r.model_id)
+        if published is None and r.model_id != BASELINE:
+            continue
+        cells = [r.model_id if r.model_id != BASELINE else "grayscale baseline"]
+        for k, m in enumerate(PUBLISHED_METRICS):
+            decimals = 4 if m in ("ssim", "lpips") else 2
+            ours = fmt(mean_of(r.summary, m), decimals) if m in r.summary else "—"
+            cells += [ours, f"{published[k]:.{decimals}f}" if published else "—"]
+        pub_rows.append(cells)
+    if len(pub_rows) > 1:
+        doc.table(header, pub_rows)
+    else:
+        doc.para("None of the reference study's ids (A–F) was evaluated in this run.")
+    faces_rows = []
+    for theirs, ours_id, *values in FACES_PUBLISHED:
+        match = next((r for r in models if r.model_id == ours_id), None)
+        cells = [f"{theirs} (faces study) vs our `{ours_id}`"]
+        for m, v in zip(FACES_METRICS, values):
+            decimals = {"ssim": 2, "mse_ab": 4}.get(m, 2)
+            ours = fmt(mean_of(match.summary, m), decimals) if match else "not run"
+            cells += [ours, f"{v:.{decimals}f}"]
+        faces_rows.append(cells)
+    doc.para(f"Faces study ({FACES_DATA}); their PSNR and MSE are on normalized ab (ab/128, peak 1.0), our "
+             f"ab-PSNR / MSE (ab/128) columns:")
+    doc.table(["model", "ab-PSNR ours", "ab-PSNR published", "SSIM ours", "SSIM published", "ΔE76 ours",
+               "ΔE76 published", "MSE (ab/128) ours", "MSE (ab/128) published"], faces_rows)
+    doc.para(f"State of the art on ImageNet val (first 5,000 images, 256×256): DDColor (2023) FID 3.92, "
+             f"colorfulness 38.26 (ground truth 38.21), PSNR 23.85; pix2pix-style and regression models land "
+             f"around FID 6–9 there. Our FID is computed on {n} images (FID is biased upwards on small sets) with "
+             f"{fid_label}: compare it between our models only.")
+
+    # -- figures
+    doc.heading(2, "The same test images, every model")
+    doc.para(f"{len(grid_indices)} test images evenly spaced through the test split (`report.grid_images` = "
+             f"{report_params.grid_images}): gray input (= the grayscale baseline's output), ground truth, then "
+             f"every model in study order.")
+    doc.image("comparison grid", rel(out_dir / FIGURES / "comparison_grid.png"))
+    doc.heading(2, "Best and worst examples per model")
+    doc.para(f"Per model, its {report_params.examples} best and {report_params.examples} worst test images by "
+             f"CIEDE2000 (lower is better): gray input, the model's colorization, ground truth.")
+    for r in models:
+        doc.heading(3, r.model_id)
+        doc.image(f"best and worst examples of {r.model_id}", rel(examples[r.model_id]))
+    doc.heading(2, "Metrics with 95% confidence intervals")
+    doc.para(f"Bars: mean over the test images; whiskers: bootstrap 95% CI (FID: one number per set, no CI); "
+             f"gray bar: grayscale baseline. LPIPS: {lpips_label}. FID: {fid_label}. Per-metric values for DVC "
+             f"plots: `reports/comparison.csv`.")
+    doc.image("metric bar charts", rel(out_dir / FIGURES / "metrics.png"))
+    doc.heading(2, "Training curves")
+    if curve_figures:
+        for caption, path in curve_figures:
+            doc.para(caption[0].upper() + caption[1:] + ":")
+            doc.image(caption, rel(path))
+    else:
+        doc.para("No training logs found (dvclive's `reports/train/<id>/plots/metrics`).")
+
+    # -- what was run
+    doc.heading(2, "What was run")
+    doc.bullets(_data_lines(data, preprocess_json, n))
+    doc.heading(3, "Models")
+    model_rows = []
+    for r in models:
+        spec = (params.get("models") or {}).get(r.model_id) or {}
+        ckpt = r.summary.get("checkpoint", {})
+        model_rows.append([r.model_id, str(spec.get("generator", ckpt.get("architecture", "?"))),
+                           _objective(params, r.model_id), _training_backbones(r.summary),
+                           f"{ckpt.get('best_epoch', '?')} of {ckpt.get('epoch', '?')}"])
+    doc.table(["id", "generator", "objective (term λ)", "training backbones", "checkpoint epoch (best of run)"],
+              model_rows)
+    doc.heading(3, "Backbone weights")
+    doc.bullets([f"LPIPS (AlexNet trunk, v0.1 heads): {lpips_label}",
+                 f"FID (Inception pool3): {fid_label}",
+                 "perceptual loss and ResNet-34 encoder: per model, in the “training backbones” column above "
+                 "(`none`/`—` = the model has no pretrained part)"])
+    doc.heading(3, "Settings that differ from the reference study")
+    diffs = differing_params(params)
+    if diffs:
+        doc.table(["setting", "this run", "reference study"], [list(d) for d in diffs])
+    else:
+        doc.para("None: this run uses the reference study's settings.")
+    doc.para("Reference: Adam lr 2e-4, betas (0.5, 0.999), batch 64, 50 epochs (constant for 25, then linear "
+             "decay to zero), seed 42, 256×256, generator width 64, 70×70 PatchGAN (width 64) with BCE, "
+             "ImageNet backbones; λ L1 100, λ perceptual 10, λ adversarial 1.")
+    doc.heading(3, "Versions and how to reproduce")
+    doc.bullets([f"Python {platform.python_version()}", f"torch {torch.__version__}",
+                 f"colorstudy {colorstudy.__version__}"])
+    doc.code("pip install -r requirements.txt\ndvc repro")
+    doc.para("`dvc repro` reruns only the stages whose inputs changed; `dvc exp run -S key=value` tries another "
+             "setting of `params.yaml`.")
+    return doc
+
+
+def _beats_baseline(models: Sequence[ModelResult], baseline: ModelResult, metrics: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for r in models:
+        count = 0
+        for m in metrics:
+            ours, base = mean_of(r.summary, m), mean_of(baseline.summary, m)
+            count += ours > base if METRICS[m].direction == "higher" else ours < base
+        out[r.model_id] = int(count)
+    return out
+
+
+def _data_lines(data: DataParams, preprocess_json: Path, n: int) -> list[str]:
+    source = f"`{data.dataset}`" + (f" (folder `{data.path}`)" if data.dataset == "folder" and data.path else "")
+    if data.split == "official":
+        split = "the dataset's official split"
+    elif data.dataset in FIXED_SPLIT_DATASETS:
+        split = "the split the dataset fixes"
+    else:
+        split = f"random split by photo (val {data.val_fraction:g}, test {data.test_fraction:g}, seed {data.seed})"
+    lines = [f"dataset: {source}, {split}; photos resized and center-cropped to {data.image_size}×{data.image_size}"]
+    if preprocess_json.is_file():
+        p = json.loads(preprocess_json.read_text(encoding="utf-8"))
+        kept = p.get("kept", {})
+        rejected = p.get("rejected", {})
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted((rejected.get("by_reason") or {}).items()))
+        lines += [
+            f"source photos: {p.get('sources', '?')}",
+            f"kept: {kept.get('total', '?')} (train {kept.get('train', '?')}, val {kept.get('val', '?')}, "
+            f"test {kept.get('test', '?')})",
+            f"rejected: {rejected.get('total', '?')}" + (f" ({reasons})" if reasons else ""),
+            f"grayscale photos excluded: {p.get('grayscale_excluded', '?')}; duplicates removed: "
+            f"{p.get('duplicates_removed', '?')}",
+        ]
+    else:
+        lines.append(f"preprocess counts: {preprocess_json.as_posix()} not found")
+    lines.append(f"test images evaluated: {n}")
+    return lines
+
+
+__all__ = ["Doc", "ModelResult", "ReportError", "ReportFiles", "build_report", "differing_params", "rank_models",
+           "ranking_metrics", "read_curves", "study_order"]

@@ -1,0 +1,51 @@
+"""Stage evaluate@ID / evaluate_baseline: score one model (or the grayscale baseline) on the test split.
+
+Usage: python stages/evaluate.py (CHECKPOINT | baseline) SHARDS_DIR OUT_REPORT_DIR OUT_PRED_FILE [--fid-reference NPZ]
+  e.g. python stages/evaluate.py data/models/A/best.pt data/shards reports/eval/A data/eval/A.npz \\
+         --fid-reference data/eval/baseline.npz
+
+OUT_REPORT_DIR gets metrics.json (mean + bootstrap 95% CI of every metric, FID, backbone
+provenance) and per_image.parquet; OUT_PRED_FILE the colorized test images (uint8 npz; the
+baseline's also holds the ground truth's FID features, which --fid-reference reuses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from colorstudy.checkpoint import CheckpointError
+from colorstudy.config import EvaluateParams, ParamsError, load_params, section
+from colorstudy.evaluate import evaluate, write_outputs
+from colorstudy.runtime import make_reproducible, resolve_device
+from colorstudy.weights import MissingWeightsError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stages/evaluate.py", usage=__doc__.strip().splitlines()[2][7:])
+    for name in ("model", "shards_dir", "report_dir", "pred_file"):
+        parser.add_argument(name)
+    parser.add_argument("--fid-reference", default=None)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        params = section(load_params(), "evaluate", EvaluateParams)
+        make_reproducible(resolve_device(params.device), torch.get_num_threads())
+        result = evaluate(args.model, args.shards_dir, params, fid_reference=args.fid_reference, progress=True)
+    except (ParamsError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)  # the message names the fix
+        return 1
+    write_outputs(result, args.report_dir, args.pred_file)
+    s = result.summary
+    print(f"{result.model_id}: {s['n_images']} test images, PSNR {s['psnr']['mean']:.2f} dB, "
+          f"SSIM {s['ssim']['mean']:.4f}, CIEDE2000 {s['ciede2000']['mean']:.2f}, FID {s['fid']:.2f} "
+          f"({s['provenance']['fid']}) -> {args.report_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,159 @@
+"""The report stage: tables with the baseline, ranking, figures, determinism, self-contained HTML."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from colorstudy.config import load_params
+from colorstudy.evaluate import BASELINE, write_outputs
+from colorstudy.metrics import METRICS
+from colorstudy.report import Doc, ReportError, build_report, differing_params
+
+from test_evaluate import FACES, ROOT, evaluated, one_thread, run_stage, study_files  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
+MODELS = ["A", "C"]
+
+
+def two_model_params() -> dict:
+    params = load_params(ROOT / "params.yaml")
+    params["models"] = {i: params["models"][i] for i in MODELS}
+    params["report"] = {"grid_images": 3, "examples": 1}
+    return params
+
+
+def write_curves(folder: Path, epochs: int, scale: float) -> None:
+    """What dvclive writes: plots/metrics/<name>.tsv with columns step and the value."""
+    series = {"train/l1": [scale / (e + 1) for e in range(epochs)],
+              "val/ab_l1": [0.2 - 0.01 * scale * e for e in range(epochs)],
+              "val/delta_e76": [20.0 - scale * e for e in range(epochs)],
+              "val/baseline_ab_l1": [0.21] * epochs, "val/baseline_delta_e76": [21.0] * epochs,
+              "lr": [2e-4] * epochs}
+    for name, values in series.items():
+        path = folder / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        leaf = name.rsplit("/", 1)[-1]
+        path.write_text(f"step\t{leaf}\n" + "".join(f"{k}\t{v}\n" for k, v in enumerate(values)))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    files = study_files(tmp_path_factory)
+    root = tmp_path_factory.mktemp("report_inputs")
+    for model_id in [*MODELS, BASELINE]:
+        write_outputs(evaluated(tmp_path_factory, model_id), root / "eval" / model_id, root / "pred" / f"{model_id}.npz")
+    write_curves(root / "train" / "A", 3, 1.0)
+    write_curves(root / "train" / "C", 3, 2.0)
+    return {"eval": root / "eval", "pred": root / "pred", "shards": files["shards"], "train": root / "train",
+            "preprocess": files["root"] / "preprocess.json"}
+
+
+def make_report(inputs: dict[str, Path], out: Path, params: dict | None = None):
+    return build_report(inputs["eval"], inputs["pred"], inputs["shards"], inputs["train"], out,
+                        params or two_model_params(), preprocess_json=inputs["preprocess"])
+
+
+@pytest.fixture(scope="module")
+def report(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    return out, make_report(inputs, out)
+
+
+def test_files_and_ranking(report):
+    out, files = report
+    for name in ("report.md", "report.html", "ranking.json", "comparison.csv", "figures/comparison_grid.png",
+                 "figures/examples_A.png", "figures/examples_C.png", "figures/metrics.png",
+                 "figures/training_validation.png", "figures/training_losses.png"):
+        assert (out / name).is_file(), name
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["best"] == ranking["ranking"][0] and sorted(ranking["ranking"]) == MODELS
+    assert BASELINE not in ranking["ranking"]
+    # random backbones are left out of the ranking, and the formula says so
+    assert ranking["metrics"] == ["psnr", "ssim", "ciede2000", "delta_colorfulness"]
+    assert "mean rank" in ranking["formula"] and "lpips" in ranking["formula"] and "random" in ranking["formula"]
+
+
+def test_table_has_every_metric_the_baseline_and_provenance(report):
+    md = report[0].joinpath("report.md").read_text()
+    assert "grayscale baseline (ab = 0)" in md
+    for metric in METRICS.values():
+        assert metric.label.replace("|", "\\|") in md, metric.label
+    assert "↑" in md and "↓" in md and "**" in md
+    # every table row of the study tables has a cell per column, with a CI
+    table = [line for line in md.splitlines() if line.startswith("| grayscale baseline (ab = 0)")]
+    assert len(table) == 2 and all(re.search(r"\d \[\d", line) for line in table)
+    # random-backbone numbers say so next to them; the perceptual model's backbone is named
+    assert "random init, not comparable to published numbers" in md
+    assert "perceptual loss: vgg16: random init, not comparable to published numbers" in md
+    # the reference study's published numbers, labelled as other data
+    assert "23.71" in md and "not directly comparable" in md
+    assert "pip install -r requirements.txt" in md and "dvc repro" in md
+    assert "![comparison grid](figures/comparison_grid.png)" in md
+    # preprocess counts and settings that differ from the reference
+    assert "kept: 10 (train 3, val 3, test 4)" in md
+    assert "| epochs (`train.epochs`) | 6 | 50 |" in md
+
+
+def test_html_is_self_contained(report):
+    text = report[0].joinpath("report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]*)"', text)
+    assert len(images) >= 6 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "figures/" not in text.replace("reports/figures", "")
+    assert "<table>" in text and "grayscale baseline" in text and "<strong>" in text
+
+
+def test_comparison_csv(report):
+    out = report[0]
+    with open(out / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) == {"model", "metric", "mean", "ci95_low", "ci95_high"}
+    assert {r["model"] for r in rows} == {*MODELS, BASELINE}
+    psnr = [r for r in rows if r["metric"] == "psnr"]
+    assert len(psnr) == 3 and all(float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"]) for r in psnr)
+    assert (out / "comparison" / "ciede2000.csv").is_file()
+
+
+def test_byte_identical_on_a_second_run(report, inputs, tmp_path):
+    out = report[0]
+    make_report(inputs, tmp_path)
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    for name in names:
+        assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_missing_baseline_is_an_error(inputs, tmp_path):
+    (tmp_path / "eval" / "A").mkdir(parents=True)
+    for f in ("metrics.json", "per_image.parquet"):
+        (tmp_path / "eval" / "A" / f).write_bytes((inputs["eval"] / "A" / f).read_bytes())
+    with pytest.raises(ReportError, match="baseline"):
+        make_report({**inputs, "eval": tmp_path / "eval"}, tmp_path / "out")
+
+
+def test_reference_settings_differ_from_the_cpu_defaults():
+    params = two_model_params()
+    diffs = {name: (ours, ref) for name, ours, ref in differing_params(params)}
+    assert diffs["batch size (`train.batch_size`)"] == ("16", "64")
+    assert diffs["image size (`data.image_size`)"] == ("64×64", "256×256")
+    assert "learning rate (`train.lr`)" not in diffs  # same as the reference
+
+
+def test_doc_renders_inline_markup():
+    doc = Doc()
+    doc.table(["a|b", "c"], [["**x** [1, 2]", "`y`<br>z"]])
+    assert "| a\\|b | c |" in doc.markdown()
+    html = doc.html(Path("."), "t")
+    assert "<strong>x</strong> [1, 2]" in html and "<code>y</code><br>z" in html
+
+
+def test_stage_script(inputs, tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(two_model_params(), sort_keys=False))
+    args = [str(inputs[k]) for k in ("eval", "pred", "shards", "train")] + ["reports", str(inputs["preprocess"])]
+    assert run_stage("report.py", args, tmp_path, monkeypatch) == 0
+    assert json.loads((tmp_path / "reports/ranking.json").read_text())["best"] in MODELS
