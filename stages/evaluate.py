@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         return int(e.code or 0)
     try:
         params = section(load_params(), "evaluate", EvaluateParams)
-        make_reproducible(resolve_device(params.device), torch.get_num_threads())
+        make_reproducible(resolve_device(params.device), params.num_threads)
         result = evaluate(args.model, args.shards_dir, params, fid_reference=args.fid_reference, progress=True)
     except (ParamsError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)  # the message names the fix

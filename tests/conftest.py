@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 
 from colorstudy.config import DataParams, load_params
 from colorstudy.data.shards import preprocess
@@ -13,6 +14,16 @@ from colorstudy.data.sources import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "datasets" / "faces"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The test models are tiny: on 2 cores, OpenMP barrier waits cost more than a
+    second thread saves, badly so when anything else runs (measured 1-40x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def faces_params(image_size: int = 32) -> DataParams:

@@ -33,14 +33,6 @@ TRAIN_SIZE = 32
 TINY = {"width": 4, "depth": 5}  # unet, stride 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small tensors: OpenMP hand-offs cost more than they save on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def save_checkpoint(path: Path, model_id: str, arch: str, arch_kwargs: dict, model: torch.nn.Module) -> Path:
     checkpoint.save(path, {

@@ -32,14 +32,6 @@ N_TEST = 4
 PARAMS = EvaluateParams(batch_size=3, bootstrap=200, seed=7, device="cpu")  # batches of 3 and 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors: one thread is as fast, and leaves the other core to parallel test runs
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_shards(root: Path) -> Path:
     """A tiny preprocess output: 10 faces at 32x32, 4 of them in the test split."""

@@ -20,15 +20,6 @@ TINY_WIDTH = 4
 SMALL: dict[str, dict[str, Any]] = {"unet": {"depth": 5}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine
-    OpenMP's barrier waits for a descheduled thread make each conv ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_kwargs(name: str) -> dict[str, Any]:
     return {"width": TINY_WIDTH, **SMALL.get(name, {})}

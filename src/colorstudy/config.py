@@ -190,7 +190,7 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     width: int = 64
     augment: bool = True
-    num_threads: int = 2
+    num_threads: int = 1
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -230,9 +230,11 @@ class EvaluateParams:
     bootstrap: int = 1000
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = 1  # CPU threads, fixed so the metrics repeat bit for bit
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        require(self.num_threads >= 1, "evaluate.num_threads", "must be >= 1")
         require(self.bootstrap >= 100, "evaluate.bootstrap", "use at least 100 resamples")
 
 

@@ -114,7 +114,9 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
-    terms = run["terms"]
+    # A fixed order: the sum of the terms (float addition) must not depend on whether
+    # the spec came from params or from its sorted JSON file.
+    terms = dict(sorted(run["terms"].items()))
     losses: dict[str, torch.nn.Module] = {}
     provenance: dict[str, Any] = {"generator": getattr(generator, "provenance", {})}
     discriminator = opt_d = adv = None

@@ -1,0 +1,169 @@
+"""Speed and agreement of the batched torch metrics against per-image scikit-image loops.
+
+    python benchmarks/metrics_speed.py [--images 64] [--size 256] [--repeats 3] [--threads 2]
+
+Real photos (the shared Oxford Flowers subset, center crops), "predictions" made by
+shrinking and shifting their ab (what a washed-out colorizer does). Compares:
+
+* CIEDE2000 from Lab: ``metrics`` kernel on the whole batch vs a loop of
+  ``skimage.color.deltaE_ciede2000`` per image (the requirement: >= 10x, |diff| <= 1e-3);
+* CIEDE2000 from sRGB (Lab conversion included) vs ``rgb2lab`` + ``deltaE_ciede2000``;
+* the whole per-image metric set vs a per-image loop of every metric with a reference
+  (skimage rgb2lab, deltaE_ciede2000, deltaE_cie76, structural_similarity,
+  peak_signal_noise_ratio; numpy MSE/MAE/colorfulness), LPIPS timed on its own.
+
+Times are the best of ``--repeats`` runs (the machine may be shared); torch.compile's
+one-time compilation is timed separately as warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FLOWERS = Path(__file__).resolve().parents[1] / "../shared/datasets/flowers102-subset"
+
+
+def load_photos(count: int, size: int) -> np.ndarray:
+    from PIL import Image
+
+    paths = sorted(FLOWERS.glob("*.jpg"))[:count]
+    if len(paths) < count:
+        raise SystemExit(f"need {count} photos in {FLOWERS}, found {len(paths)}")
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            scale = size / min(im.size)
+            im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
+                           Image.Resampling.BICUBIC)
+            left, top = (im.width - size) // 2, (im.height - size) // 2
+            out.append(np.asarray(im.crop((left, top, left + size, top + size))))
+    return np.stack(out)
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def numpy_colorfulness(rgb01: np.ndarray) -> float:
+    x = rgb01.astype(np.float64) * 255.0
+    rg = np.abs(x[..., 0] - x[..., 1])
+    yb = np.abs(0.5 * (x[..., 0] + x[..., 1]) - x[..., 2])
+    return float(np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    import colorstudy  # noqa: F401  (torchvision shim before lpips)
+    from colorstudy import lab, metrics
+    from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    torch.set_num_threads(args.threads)
+    photos = load_photos(args.images, args.size)
+    target = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255.0
+    lab_true = lab.rgb_to_lab(target)
+    shift = torch.tensor([4.0, -3.0]).view(1, 2, 1, 1)
+    pred = lab.lab_to_rgb(torch.cat((lab_true[:, :1], 0.7 * lab_true[:, 1:] + shift), dim=1))
+    lab_pred = lab.rgb_to_lab(pred)
+    pred_np = pred.permute(0, 2, 3, 1).double().numpy()
+    target_np = photos.astype(np.float64) / 255.0
+    pred_u8 = lab.to_uint8(pred.permute(0, 2, 3, 1))
+    n, pixels = args.images, args.images * args.size**2
+    print(f"{n} flower photos at {args.size}x{args.size} ({pixels / 1e6:.1f} Mpixel), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}")
+
+    # The library's CIEDE2000, alone: compiled on CPU the way metrics compiles it.
+    mean_de2000 = metrics._CompiledOnCPU(lambda lab1, lab2: metrics.delta_e2000(lab1, lab2).mean(dim=(-2, -1)))
+    mean_de2000_rgb = metrics._CompiledOnCPU(
+        lambda p, t: metrics.delta_e2000(lab.rgb_to_lab(t), lab.rgb_to_lab(p)).mean(dim=(-2, -1)))
+
+    # -- warm-up: torch.compile builds its kernels once per process ------------------
+    start = time.perf_counter()
+    mean_de2000(lab_true, lab_pred)
+    mean_de2000_rgb(pred, target)
+    metrics.per_image_metrics(pred, target)
+    print(f"warm-up (torch.compile, once per process): {time.perf_counter() - start:.1f} s")
+
+    # -- CIEDE2000 from Lab ------------------------------------------------------------
+    sk_lab_true = [rgb2lab(t) for t in target_np]
+    sk_lab_pred = [rgb2lab(p) for p in pred_np]
+    t_sk, sk_de = best_of(lambda: [deltaE_ciede2000(t, p) for t, p in zip(sk_lab_true, sk_lab_pred)], args.repeats)
+    t_ours, ours_mean = best_of(lambda: mean_de2000(lab_true, lab_pred), args.repeats)
+    per_pixel = metrics.delta_e2000(lab_true, lab_pred).numpy()
+    sk_de = np.stack(sk_de)
+    print("\nCIEDE2000 from Lab (all pixels)")
+    print(f"  skimage deltaE_ciede2000, loop over images: {t_sk:7.3f} s")
+    print(f"  colorstudy.metrics, one batch:              {t_ours:7.3f} s   speedup {t_sk / t_ours:5.1f}x")
+    same_lab = np.stack([deltaE_ciede2000(t.permute(1, 2, 0).double().numpy(), p.permute(1, 2, 0).double().numpy())
+                         for t, p in zip(lab_true, lab_pred)])
+    print(f"  max |diff| per pixel, same Lab in (float32 vs float64): {np.abs(per_pixel - same_lab).max():.2e}")
+    print(f"  max |diff| per pixel vs skimage's own float64 rgb2lab:  {np.abs(per_pixel - sk_de).max():.2e}")
+    print(f"  max |diff| per-image mean vs skimage rgb2lab:           "
+          f"{np.abs(ours_mean.numpy() - sk_de.mean(axis=(1, 2))).max():.2e}")
+
+    # -- CIEDE2000 from sRGB -----------------------------------------------------------
+    t_sk_rgb, _ = best_of(lambda: [deltaE_ciede2000(rgb2lab(t), rgb2lab(p)) for t, p in zip(target_np, pred_np)],
+                          args.repeats)
+    t_ours_rgb, _ = best_of(lambda: mean_de2000_rgb(pred, target), args.repeats)
+    print("\nCIEDE2000 from sRGB (Lab conversion included)")
+    print(f"  skimage rgb2lab + deltaE_ciede2000, loop: {t_sk_rgb:7.3f} s")
+    print(f"  colorstudy.metrics, one batch:            {t_ours_rgb:7.3f} s   speedup {t_sk_rgb / t_ours_rgb:5.1f}x")
+
+    # -- the whole per-image set -----------------------------------------------------
+    def skimage_set() -> dict[str, np.ndarray]:
+        rows: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "mse_rgb", "mae_rgb", "ciede2000",
+                                                        "delta_e76", "colorfulness", "delta_colorfulness")}
+        for t, p, t8, p8 in zip(target_np, pred_np, photos, pred_u8):
+            lt, lp = rgb2lab(t), rgb2lab(p)
+            rows["psnr"].append(peak_signal_noise_ratio(t8, p8))
+            rows["ssim"].append(structural_similarity(t8, p8, channel_axis=2, data_range=255))
+            rows["mse_rgb"].append(np.mean((p - t) ** 2))
+            rows["mae_rgb"].append(np.mean(np.abs(p - t)))
+            rows["ciede2000"].append(deltaE_ciede2000(lt, lp).mean())
+            rows["delta_e76"].append(deltaE_cie76(lt, lp).mean())
+            cf = numpy_colorfulness(p)
+            rows["colorfulness"].append(cf)
+            rows["delta_colorfulness"].append(abs(cf - numpy_colorfulness(t)))
+        return {k: np.asarray(v) for k, v in rows.items()}
+
+    t_sk_set, ref = best_of(skimage_set, args.repeats)
+    t_set, ours = best_of(lambda: metrics.per_image_metrics(pred, target), args.repeats)
+    os.environ["COLORSTUDY_COMPILE"] = "never"
+    t_eager, _ = best_of(lambda: metrics.per_image_metrics(pred, target), args.repeats)
+    os.environ.pop("COLORSTUDY_COMPILE")
+    print(f"\nwhole per-image set ({len(ours)} metrics, LPIPS apart; the reference loop covers {len(ref)})")
+    print(f"  skimage/numpy loop over images:          {t_sk_set:7.3f} s")
+    print(f"  colorstudy.metrics, one batch, compiled: {t_set:7.3f} s   speedup {t_sk_set / t_set:5.1f}x")
+    print(f"  colorstudy.metrics, one batch, eager:    {t_eager:7.3f} s   speedup {t_sk_set / t_eager:5.1f}x")
+    for name, values in ref.items():
+        print(f"    {name:<20} max |diff| per image {np.abs(ours[name].double().numpy() - values).max():.2e}")
+
+    lpips_net = metrics.LPIPSMetric("random")
+    t_lpips, _ = best_of(lambda: torch.cat([lpips_net(p, t) for p, t in zip(pred.split(16), target.split(16))]),
+                         args.repeats)
+    print(f"\nLPIPS (random AlexNet trunk, no reference to compare): {t_lpips:.3f} s for {n} images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,629 @@
+"""Metrics of colorized photos (docs/study.md, "Metrics"), batched in torch.
+
+Per-image metrics take a batch of colorized photos and their ground truth, sRGB in
+[0, 1] as ``[B, 3, H, W]`` tensors (on the GPU when there is one), and return one
+value per image; a model's number is the mean over its test images with a
+bootstrap confidence interval (``bootstrap_ci``), never a sum. FID is one number per
+model (colorized set vs ground-truth set). ``METRICS`` lists every column with its
+direction, label and unit, in report order.
+
+Conventions, where the study leaves a choice:
+
+* PSNR and SSIM are computed on the photos quantized to uint8 (``lab.to_uint8``:
+  what a saved file holds), with peak / data range 255, as
+  ``skimage.metrics.peak_signal_noise_ratio`` / ``structural_similarity(...,
+  channel_axis=2, data_range=255)`` on uint8 arrays. PSNR of identical images is
+  ``+inf`` (as in skimage); ``bootstrap_ci`` then reports ``inf`` rather than
+  hiding it.
+* SSIM: skimage's defaults: 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample
+  covariance, per-channel SSIM averaged over the valid (unpadded) window positions,
+  then over channels.
+* MSE / MAE: sRGB in [0, 1]; ab on the normalized scale (ab / 128). The ab of a
+  photo is that of its Lab conversion unless the model's own ab output is given
+  (``per_image_metrics(..., ab_pred=, ab_true=)``), as evaluating from L + ab does.
+* ab-PSNR: ``10·log10(1 / MSE(ab/128))`` (peak 1.0): the faces study's convention,
+  labelled as such; it is not comparable to RGB PSNR.
+* CIEDE2000 / ΔE76: mean over **all** pixels of the photo as displayed (after
+  gamut clipping), reference = ground truth; ``delta_e2000`` is a torch port of
+  ``skimage.color.deltaE_ciede2000`` (same formula, same hue conventions; on the
+  same Lab values it agrees to ~1e-5 per pixel in float32). Metrics follow the
+  input dtype (float32 by default, float64 if given). In float32 the sRGB -> Lab
+  conversion leaves ~5e-5 of rounding in a and b; where a predicted pixel is
+  (near) neutral, as in the grayscale baseline, its hue is then noise and
+  CIEDE2000, ill-conditioned at zero chroma, can differ from a float64 reference
+  by up to ~0.05 on such a pixel; per-image means stay within ~3e-4.
+* Colorfulness: Hasler & Süsstrunk (2003) on 0-255 RGB with ``rg = |R - G|``,
+  ``yb = |(R + G)/2 - B|`` (the absolute-value variant of published colorization
+  tables), population standard deviations; ``delta_colorfulness`` =
+  ``|CF(pred) - CF(truth)|``.
+* LPIPS: ``lpips`` 0.1.4, AlexNet trunk, v0.1 linear heads (shipped in the package).
+* FID: pytorch-fid's InceptionV3 pool3 (2048-d) features. On a few hundred images
+  FID is biased upwards and noisy (its bias shrinks like 1/N); compare models only
+  on the same test set, never with FIDs published on 5,000 or 50,000 images.
+
+Backbone numbers (LPIPS, FID) depend on the backbone's weights: ``imagenet`` loads
+the torch hub file through ``colorstudy.weights`` (``MissingWeightsError`` naming
+it when absent and offline; nothing else touches the network); ``random`` is a
+fixed-seed initialization, reproducible but not comparable to published numbers.
+``metric_provenance`` says which, for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from colorstudy import lab
+from colorstudy.weights import check_choice, load_state_dict, provenance
+
+# Seeds the "random" LPIPS and FID backbones: the same numbers in every run.
+RANDOM_BACKBONE_SEED = 0
+SSIM_WINDOW = 7
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+UINT8_PEAK = 255.0
+FID_DIMS = 2048
+
+
+# -- inputs -----------------------------------------------------------------------
+
+def as_unit_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Check ``[B, 3, H, W]`` and return float sRGB in [0, 1]: uint8 is divided by
+    255, half precision becomes float32, float32 and float64 are kept."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected sRGB images [B, 3, H, W], got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"expected float sRGB in [0, 1] or uint8, got {images.dtype}")
+    return images if images.dtype in (torch.float32, torch.float64) else images.float()
+
+
+def quantize(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> float tensor of its uint8 levels (0..255), same device."""
+    return torch.from_numpy(lab.to_uint8(rgb)).to(device=rgb.device, dtype=torch.float32)
+
+
+# -- CPU speed: one fused loop instead of one pass over memory per op ----------------
+# Below this many pixels per call, eager is faster than paying torch.compile's
+# start-up (20-60 s once per process on a busy 2-core machine): the default 64x64
+# study never compiles; batches of 32 test photos at 256x256 do.
+COMPILE_MIN_PIXELS = 1 << 21
+
+
+class _CompiledOnCPU:
+    """``fn`` through ``torch.compile`` for large CPU batches.
+
+    Why: a color difference is ~60 elementwise ops; eager torch makes one pass over
+    memory per op and is no faster than numpy, while the fused loop is several times
+    faster. GPU tensors run eagerly (fast already, no compile wait). If compiling is
+    impossible (no C++ compiler) it warns once and stays eager. ``COLORSTUDY_COMPILE``:
+    ``auto`` (default: CPU batches of at least ``COMPILE_MIN_PIXELS``), ``always``,
+    ``never``.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._compiled: Callable[..., Any] | None = None
+        self._failed = False
+        functools.update_wrapper(self, fn)
+
+    def _wanted(self, images: torch.Tensor, args: tuple[Any, ...]) -> bool:
+        mode = os.environ.get("COLORSTUDY_COMPILE", "auto").lower()
+        if mode not in ("auto", "always", "never"):
+            raise ValueError(f"COLORSTUDY_COMPILE must be auto, always or never, got {mode!r}")
+        if (mode == "never" or self._failed or images.device.type != "cpu"
+                or any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)):
+            return False
+        return mode == "always" or images[..., 0, :, :].numel() >= COMPILE_MIN_PIXELS
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._wanted(args[0], (*args, *kwargs.values())):
+            return self.fn(*args, **kwargs)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.fn, dynamic=True)
+        try:
+            return self._compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001  (any compiler failure; eager re-raises real errors)
+            self._failed = True
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"torch.compile failed for {self.fn.__name__} ({type(e).__name__}: {first_line}); "
+                          f"computing metrics eagerly (slower)", RuntimeWarning, stacklevel=2)
+            return self.fn(*args, **kwargs)
+
+
+# -- color differences (per pixel) ----------------------------------------------------
+
+_TWO_PI = 2.0 * math.pi
+_POW25_7 = 25.0**7
+_TINY_CHROMA = 1e-3  # (1e-3)^7 / 25^7 < 1e-30: where G and R_C no longer depend on chroma
+
+
+def delta_e76(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """Euclidean Lab distance per pixel: ``[..., 3, H, W]`` x2 -> ``[..., H, W]``."""
+    return (lab1 - lab2).square().sum(dim=-3).sqrt()
+
+
+def _norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # torch.hypot guards against overflow that Lab values (|a|, |b| < 200) cannot
+    # reach, at several times the cost of a square root on CPU.
+    return torch.sqrt(a * a + b * b)
+
+
+def _hue_2pi(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    h = torch.atan2(b, a)
+    return torch.where(h < 0.0, h + _TWO_PI, h)  # skimage's [0, 2π) convention
+
+
+def delta_e2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 per pixel (kL = kC = kH = 1), ``lab1`` the reference:
+    ``[..., 3, H, W]`` x2 -> ``[..., H, W]``.
+
+    Step for step ``skimage.color.deltaE_ciede2000``, including its choices where
+    the standard is silent: hue in [0, 2π), mean hue of a pair with a zero chroma is
+    the sum of the hues, and a slightly negative ΔE² is clamped to 0.
+    """
+    L1, a1, b1 = lab1.unbind(dim=-3)
+    L2, a2, b2 = lab2.unbind(dim=-3)
+
+    # a is stretched by (1 + G), G from the mean chroma; C', h' are polar coordinates
+    # of (a', b) and everything below uses them.
+    # The floors on chroma^7 (here and for R_C) and on the exponent of Δθ keep float32
+    # out of subnormal numbers, which cost the CPU ~1.5x on photos; what they change
+    # is below 1e-15 of any ΔE.
+    c7 = (0.5 * (_norm(a1, b1) + _norm(a2, b2))).clamp(min=_TINY_CHROMA) ** 7
+    scale = 1.5 - 0.5 * torch.sqrt(c7 / (c7 + _POW25_7))
+    a1, a2 = a1 * scale, a2 * scale
+    C1, C2 = _norm(a1, b1), _norm(a2, b2)
+    h1, h2 = _hue_2pi(b1, a1), _hue_2pi(b2, a2)
+
+    mean_L_dev = (0.5 * (L1 + L2) - 50.0) ** 2
+    L_term = (L2 - L1) / (1.0 + 0.015 * mean_L_dev / torch.sqrt(20.0 + mean_L_dev))
+
+    C_mean = 0.5 * (C1 + C2)
+    C_term = (C2 - C1) / (1.0 + 0.045 * C_mean)
+
+    h_diff, h_sum, CC = h2 - h1, h1 + h2, C1 * C2
+    no_hue = CC == 0.0  # a neutral color has no hue: Δh' = 0
+    dh = torch.where(h_diff > math.pi, h_diff - _TWO_PI, torch.where(h_diff < -math.pi, h_diff + _TWO_PI, h_diff))
+    dh = torch.where(no_hue, 0.0, dh)
+    dH = 2.0 * torch.sqrt(CC) * torch.sin(0.5 * dh)
+
+    wraps = ~no_hue & (h_diff.abs() > math.pi)
+    h_mean = torch.where(wraps, torch.where(h_sum < _TWO_PI, h_sum + _TWO_PI, h_sum - _TWO_PI), h_sum)
+    h_mean = torch.where(no_hue, h_mean, 0.5 * h_mean)
+    T = (1.0
+         - 0.17 * torch.cos(h_mean - math.radians(30.0))
+         + 0.24 * torch.cos(2.0 * h_mean)
+         + 0.32 * torch.cos(3.0 * h_mean + math.radians(6.0))
+         - 0.20 * torch.cos(4.0 * h_mean - math.radians(63.0)))
+    H_term = dH / (1.0 + 0.015 * C_mean * T)
+
+    c7 = C_mean.clamp(min=_TINY_CHROMA) ** 7
+    R_C = 2.0 * torch.sqrt(c7 / (c7 + _POW25_7))
+    d_theta = math.radians(30.0) * torch.exp(-(((torch.rad2deg(h_mean) - 275.0) / 25.0) ** 2).clamp(max=40.0))
+    R_term = -torch.sin(2.0 * d_theta) * R_C * C_term * H_term
+
+    return torch.sqrt((L_term.square() + C_term.square() + H_term.square() + R_term).clamp(min=0.0))
+
+
+# -- the batch of photos a metric sees ------------------------------------------------
+
+class MetricBatch:
+    """Colorized photos and their ground truth, with what the metrics share
+    (uint8 levels, the fused per-pixel means) computed once.
+
+    ``ab_pred`` / ``ab_true`` (normalized ``[B, 2, H, W]``) replace the ab derived
+    from the sRGB photos: pass the model's own output when evaluating from L + ab.
+    ``lpips`` is the LPIPS network, needed only by the ``lpips`` metric.
+    """
+
+    def __init__(self, pred: torch.Tensor, target: torch.Tensor, *, ab_pred: torch.Tensor | None = None,
+                 ab_true: torch.Tensor | None = None, lpips: LPIPSMetric | None = None) -> None:
+        self.pred, self.target = as_unit_rgb(pred), as_unit_rgb(target)
+        if self.pred.shape != self.target.shape or self.pred.dtype != self.target.dtype:
+            raise ValueError(f"pred {tuple(self.pred.shape)} {self.pred.dtype} and target "
+                             f"{tuple(self.target.shape)} {self.target.dtype} differ in shape or dtype")
+        self.ab_pred = None if ab_pred is None else ab_pred.to(self.pred.dtype)
+        self.ab_true = None if ab_true is None else ab_true.to(self.pred.dtype)
+        self.lpips = lpips
+
+    @classmethod
+    def from_lab(cls, L_n: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, *,
+                 lpips: LPIPSMetric | None = None) -> MetricBatch:
+        """From normalized L ``[B,1,H,W]`` and normalized ab ``[B,2,H,W]``: both photos
+        are built with ``lab.colorize``; ab metrics use the given ab."""
+        L_n, ab_pred, ab_true = (t if t.dtype in (torch.float32, torch.float64) else t.float()
+                                 for t in (L_n, ab_pred, ab_true))  # bf16 from autocast: too coarse
+        return cls(lab.colorize(L_n, ab_pred), lab.colorize(L_n, ab_true), ab_pred=ab_pred, ab_true=ab_true,
+                   lpips=lpips)
+
+    @functools.cached_property
+    def u8_pred(self) -> torch.Tensor:
+        return quantize(self.pred)
+
+    @functools.cached_property
+    def u8_true(self) -> torch.Tensor:
+        return quantize(self.target)
+
+    @functools.cached_property
+    def pixel_means(self) -> dict[str, torch.Tensor]:
+        return _pixel_means(self.pred, self.target, self.u8_pred, self.u8_true, self.ab_pred, self.ab_true)
+
+
+# -- per-image metric functions -------------------------------------------------------
+
+_IMAGE_DIMS = (-3, -2, -1)
+
+
+def psnr_from_mse(mse: torch.Tensor, peak: float) -> torch.Tensor:
+    """``10·log10(peak² / mse)``; ``+inf`` where ``mse`` is 0."""
+    return 10.0 * torch.log10(peak**2 / mse)
+
+
+@_CompiledOnCPU
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
+    """Mean SSIM per image of ``[B, C, H, W]`` float images (skimage defaults).
+
+    Equals ``structural_similarity(x, y, channel_axis=..., data_range=data_range)``
+    (7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance, mean over window
+    positions that need no padding, then over channels).
+    """
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(x.shape[-2:])}")
+    # Variances are E[x²] - E[x]²: in float32 that cancels badly around large means,
+    # so filter values relative to each channel's mean and add it back where needed.
+    batch, channels = x.shape[:2]
+    shift = y.mean(dim=(-2, -1), keepdim=True)
+    x, y = (x - shift).flatten(0, 1).unsqueeze(1), (y - shift).flatten(0, 1).unsqueeze(1)
+
+    def box(t: torch.Tensor) -> torch.Tensor:  # 7x7 mean over valid positions, separably
+        return F.avg_pool2d(F.avg_pool2d(t, (SSIM_WINDOW, 1), stride=1), (1, SSIM_WINDOW), stride=1)
+
+    mx, my = box(x), box(y)
+    n = SSIM_WINDOW**2
+    cov_norm = n / (n - 1)
+    vx = cov_norm * (box(x * x) - mx * mx)
+    vy = cov_norm * (box(y * y) - my * my)
+    vxy = cov_norm * (box(x * y) - mx * my)
+    shift = shift.flatten(0, 1).unsqueeze(1)
+    mx, my = mx + shift, my + shift
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean(dim=(-3, -2, -1)).view(batch, channels).mean(dim=1)
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Süsstrunk colorfulness per image, absolute-value variant, 0-255 RGB."""
+    R, G, B = (as_unit_rgb(rgb) * 255.0).unbind(dim=1)
+    rg = (R - G).abs().flatten(1)
+    yb = (0.5 * (R + G) - B).abs().flatten(1)
+    spread = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
+    level = torch.sqrt(rg.mean(dim=1).square() + yb.mean(dim=1).square())
+    return spread + 0.3 * level
+
+
+@_CompiledOnCPU
+def _pixel_means(pred: torch.Tensor, target: torch.Tensor, u8_pred: torch.Tensor, u8_true: torch.Tensor,
+                 ab_pred: torch.Tensor | None, ab_true: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Every metric that is a per-image mean of a per-pixel quantity, together: on
+    CPU they compile into a few loops that read each photo once."""
+    lab_pred, lab_true = lab.rgb_to_lab(pred), lab.rgb_to_lab(target)
+    ab_pred = lab.normalize_ab(lab_pred[:, 1:]) if ab_pred is None else ab_pred
+    ab_true = lab.normalize_ab(lab_true[:, 1:]) if ab_true is None else ab_true
+    d_rgb, d_ab = pred - target, ab_pred - ab_true
+    return {
+        # float64: PSNR is read to 1e-4 dB, and this sums up to 255² x 3HW integers
+        "mse_u8": (u8_pred.double() - u8_true.double()).square().mean(dim=_IMAGE_DIMS),
+        "mse_rgb": d_rgb.square().mean(dim=_IMAGE_DIMS),
+        "mae_rgb": d_rgb.abs().mean(dim=_IMAGE_DIMS),
+        "mse_ab": d_ab.square().mean(dim=_IMAGE_DIMS),
+        "mae_ab": d_ab.abs().mean(dim=_IMAGE_DIMS),
+        "ciede2000": delta_e2000(lab_true, lab_pred).mean(dim=(-2, -1)),
+        "delta_e76": delta_e76(lab_true, lab_pred).mean(dim=(-2, -1)),
+        "colorfulness_pred": colorfulness(pred),
+        "colorfulness_true": colorfulness(target),
+    }
+
+
+def _psnr(b: MetricBatch) -> torch.Tensor:
+    return psnr_from_mse(b.pixel_means["mse_u8"], UINT8_PEAK)
+
+
+def _ssim(b: MetricBatch) -> torch.Tensor:
+    return ssim(b.u8_pred, b.u8_true, data_range=UINT8_PEAK)
+
+
+def _psnr_ab(b: MetricBatch) -> torch.Tensor:
+    return psnr_from_mse(b.pixel_means["mse_ab"], 1.0)
+
+
+def _delta_colorfulness(b: MetricBatch) -> torch.Tensor:
+    return (b.pixel_means["colorfulness_pred"] - b.pixel_means["colorfulness_true"]).abs()
+
+
+def _pixel_mean(key: str) -> Callable[[MetricBatch], torch.Tensor]:
+    def fn(b: MetricBatch) -> torch.Tensor:
+        return b.pixel_means[key]
+
+    fn.__name__ = f"_{key}"
+    return fn
+
+
+def _lpips(b: MetricBatch) -> torch.Tensor:
+    if b.lpips is None:
+        raise ValueError("the lpips metric needs the network: per_image_metrics(..., lpips=LPIPSMetric(weights))")
+    return b.lpips(b.pred, b.target)
+
+
+# -- backbones ------------------------------------------------------------------------
+
+def _heads_file() -> str:
+    return f"lpips {importlib.metadata.version('lpips')}: weights/v0.1/alex.pth (linear heads, shipped in the package)"
+
+
+def metric_provenance(lpips_weights: str = "random", fid_weights: str = "random") -> dict[str, dict[str, Any]]:
+    """Where the LPIPS and FID backbones' weights come from, without loading them:
+    ``{"lpips": {...}, "fid": {...}}`` (file, URL and sha256 when cached, or
+    random init with its seed). ``LPIPSMetric`` / ``FIDExtractor`` carry the same
+    record as ``.provenance``."""
+    check_choice(lpips_weights, "evaluate.lpips_weights")
+    check_choice(fid_weights, "evaluate.fid_weights")
+    return {"lpips": _backbone_record("alexnet", lpips_weights, linear_heads=_heads_file()),
+            "fid": _backbone_record("inception_fid", fid_weights)}
+
+
+def _backbone_record(name: str, choice: str, **extra: str) -> dict[str, Any]:
+    seeded = {"seed": RANDOM_BACKBONE_SEED} if choice == "random" else {}
+    return {**provenance(name, choice), **seeded, **extra}
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the CPU generator for a backbone's init without disturbing the caller's stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class _FrozenMetricNet(nn.Module):
+    provenance: dict[str, Any]
+
+    def train(self, mode: bool = True) -> _FrozenMetricNet:
+        return super().train(False)  # a metric has no training mode (LPIPS has dropout)
+
+
+class LPIPSMetric(_FrozenMetricNet):
+    """LPIPS distance per image: ``lpips`` package, ``net="alex"``, v0.1 heads.
+
+    ``weights="imagenet"``: torchvision's AlexNet file via ``colorstudy.weights``;
+    ``"random"``: the package's random-trunk option (``pnet_rand=True``) from a fixed
+    seed. Either way the trunk is built without weights, so lpips never reaches for
+    the network; ImageNet weights are then loaded into it.
+    """
+
+    def __init__(self, weights: str = "random", device: torch.device | str | None = None) -> None:
+        super().__init__()
+        check_choice(weights, "evaluate.lpips_weights")
+        import lpips  # torchvision-dependent: import after colorstudy's shim (done by now)
+
+        state, _ = load_state_dict("alexnet", weights)
+        with _seeded(RANDOM_BACKBONE_SEED), warnings.catch_warnings():
+            # lpips builds its trunk with torchvision's deprecated `pretrained=False`
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            self.net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+        if state is not None:
+            self.net.net.load_state_dict(_alexnet_to_lpips_slices(self.net.net, state))
+        self.provenance = _backbone_record("alexnet", weights, linear_heads=_heads_file())
+        self.requires_grad_(False).eval().to(device)
+
+    @torch.no_grad()
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[B]`` distances of sRGB ``[B,3,H,W]`` in [0, 1]."""
+        return self.net(as_unit_rgb(pred).float(), as_unit_rgb(target).float(), normalize=True).flatten()
+
+
+def _alexnet_to_lpips_slices(trunk: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision AlexNet keys ``features.<i>.*`` -> lpips' ``slice<k>.<i>.*`` (lpips
+    keeps each layer's index inside its slice)."""
+    where = {index: f"{slice_name}.{index}" for slice_name, module in trunk.named_children()
+             for index, _ in module.named_children()}
+    out = {}
+    for key, value in state.items():
+        part, index, param = key.split(".", 2) if key.count(".") >= 2 else (key, "", "")
+        if part == "features" and index in where:
+            out[f"{where[index]}.{param}"] = value
+    return out
+
+
+class FIDExtractor(_FrozenMetricNet):
+    """pytorch-fid's InceptionV3 up to pool3: sRGB ``[B,3,H,W]`` in [0, 1] (any size;
+    resized to 299 inside) -> ``[B, 2048]`` features.
+
+    ``weights="imagenet"``: the FID Inception file (``inception_fid``) via
+    ``colorstudy.weights``. ``"random"``: the same architecture with He-normal conv
+    weights from a fixed seed; PyTorch's default init shrinks activations about 6x
+    per layer, which would leave pool3 ~1e-8 and every FID ~0.
+    """
+
+    def __init__(self, weights: str = "random", device: torch.device | str | None = None) -> None:
+        super().__init__()
+        check_choice(weights, "evaluate.fid_weights")
+        state, _ = load_state_dict("inception_fid", weights)
+        self.net = _fid_inception(state)
+        self.provenance = _backbone_record("inception_fid", weights)
+        self.requires_grad_(False).eval().to(device)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(as_unit_rgb(images).float())[0].flatten(1)
+
+    def features(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 32) -> np.ndarray:
+        """Float64 ``[N, 2048]`` features of a set: one ``[N,3,H,W]`` tensor (run in
+        batches of ``batch_size``) or an iterable of batches."""
+        batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+        device = next(self.parameters()).device
+        feats = [self(batch.to(device)).double().cpu().numpy() for batch in batches]
+        return np.concatenate(feats) if feats else np.empty((0, FID_DIMS))
+
+
+def _fid_inception(state: dict[str, torch.Tensor] | None) -> nn.Module:
+    """pytorch-fid's ``InceptionV3`` (pool3 only) without its download.
+
+    ``InceptionV3()`` fetches its weights from GitHub in the middle of building the
+    FID variant; the fetch is redirected to ``state`` (the verified cached file), or,
+    for random init, to the freshly built network's own weights (a no-op load).
+    """
+    import pytorch_fid.inception as fid_inception  # torchvision-dependent, see LPIPSMetric
+
+    built: list[nn.Module] = []
+
+    def build(*args: Any, **kwargs: Any) -> nn.Module:
+        built.append(original_build(*args, **kwargs))
+        return built[-1]
+
+    def weights_instead_of_download(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return state if state is not None else built[-1].state_dict()
+
+    original_build = fid_inception._inception_v3
+    pool3 = fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[FID_DIMS]
+    with _seeded(RANDOM_BACKBONE_SEED), \
+            mock.patch.object(fid_inception, "_inception_v3", build), \
+            mock.patch.object(fid_inception, "load_state_dict_from_url", weights_instead_of_download):
+        net = fid_inception.InceptionV3([pool3])
+        if state is None:
+            for module in net.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+    return net
+
+
+# -- FID --------------------------------------------------------------------------------
+
+def frechet_distance(feats_a: np.ndarray | torch.Tensor, feats_b: np.ndarray | torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets ``[N, D]``.
+
+    With more images than dimensions this is
+    ``pytorch_fid.fid_score.calculate_frechet_distance`` on the means and
+    covariances. With fewer (every CPU-sized test set: N < 2048), the covariances
+    are singular and that route (a 2048x2048 ``sqrtm``, about a minute on 2 cores)
+    is both slow and inexact; the same quantity is then computed exactly in the
+    N-dimensional span of the data: with ``Σ_a = AAᵀ``, ``Σ_b = BBᵀ`` (A, B the
+    centered features / sqrt(N-1)), ``Tr √(Σ_a Σ_b)`` is the nuclear norm of ``AᵀB``.
+    """
+    a, b = (np.asarray(f.detach().cpu() if isinstance(f, torch.Tensor) else f, dtype=np.float64)
+            for f in (feats_a, feats_b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two [N, D] feature sets of the same D, got {a.shape} and {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"FID needs at least 2 images per set (a covariance), got {len(a)} and {len(b)}")
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    if min(len(a), len(b)) > a.shape[1]:
+        from pytorch_fid.fid_score import calculate_frechet_distance
+
+        return float(calculate_frechet_distance(mu_a, np.cov(a, rowvar=False), mu_b, np.cov(b, rowvar=False)))
+    A = (a - mu_a) / math.sqrt(len(a) - 1)
+    B = (b - mu_b) / math.sqrt(len(b) - 1)
+    tr_sqrt = np.linalg.svd(A @ B.T, compute_uv=False).sum()
+    return float(np.square(mu_a - mu_b).sum() + np.square(A).sum() + np.square(B).sum() - 2.0 * tr_sqrt)
+
+
+def fid(pred_images: torch.Tensor | Iterable[torch.Tensor], true_images: torch.Tensor | Iterable[torch.Tensor],
+        extractor: FIDExtractor, batch_size: int = 32) -> float:
+    """FID of a colorized set against its ground truth (each a tensor or batches)."""
+    return frechet_distance(extractor.features(pred_images, batch_size), extractor.features(true_images, batch_size))
+
+
+# -- the registry -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    """A report column. ``scope="image"``: ``fn(MetricBatch) -> [B]``, reported as the
+    mean over images with a bootstrap CI; ``scope="set"``: ``fn(pred_feats,
+    true_feats) -> float``, one number per model. ``backbone`` names the
+    ``metric_provenance`` entry the number depends on."""
+
+    fn: Callable[..., Any]
+    direction: Literal["higher", "lower"]
+    label: str
+    unit: str = ""
+    scope: Literal["image", "set"] = "image"
+    backbone: str | None = None
+
+
+METRICS: dict[str, Metric] = {
+    "psnr": Metric(_psnr, "higher", "PSNR (sRGB uint8)", "dB"),
+    "ssim": Metric(_ssim, "higher", "SSIM (sRGB uint8)"),
+    "mse_rgb": Metric(_pixel_mean("mse_rgb"), "lower", "MSE (sRGB [0,1])"),
+    "mae_rgb": Metric(_pixel_mean("mae_rgb"), "lower", "MAE (sRGB [0,1])"),
+    "mse_ab": Metric(_pixel_mean("mse_ab"), "lower", "MSE (ab/128)"),
+    "mae_ab": Metric(_pixel_mean("mae_ab"), "lower", "MAE (ab/128)"),
+    "psnr_ab": Metric(_psnr_ab, "higher", "ab-PSNR (faces study convention)", "dB"),
+    "ciede2000": Metric(_pixel_mean("ciede2000"), "lower", "CIEDE2000", "ΔE00"),
+    "delta_e76": Metric(_pixel_mean("delta_e76"), "lower", "ΔE76", "ΔE"),
+    "colorfulness": Metric(_pixel_mean("colorfulness_pred"), "higher", "Colorfulness (H&S, |rg|, |yb|)"),
+    "delta_colorfulness": Metric(_delta_colorfulness, "lower", "ΔColorfulness |CF - CF(truth)|"),
+    "lpips": Metric(_lpips, "lower", "LPIPS (AlexNet, v0.1)", backbone="lpips"),
+    "fid": Metric(frechet_distance, "lower", "FID (Inception pool3)", scope="set", backbone="fid"),
+}
+
+
+def per_image_metrics(pred: torch.Tensor, target: torch.Tensor, *, ab_pred: torch.Tensor | None = None,
+                      ab_true: torch.Tensor | None = None, lpips: LPIPSMetric | None = None) -> dict[str, torch.Tensor]:
+    """Every per-image metric of a batch: name -> ``[B]`` float tensor (on the input's
+    device), in ``METRICS`` order; ``lpips`` only when its network is given."""
+    return compute(MetricBatch(pred, target, ab_pred=ab_pred, ab_true=ab_true, lpips=lpips))
+
+
+def compute(batch: MetricBatch) -> dict[str, torch.Tensor]:
+    """``per_image_metrics`` for a prepared batch (e.g. ``MetricBatch.from_lab``)."""
+    return {name: m.fn(batch).float() for name, m in METRICS.items()
+            if m.scope == "image" and (name != "lpips" or batch.lpips is not None)}
+
+
+# -- aggregation -------------------------------------------------------------------------
+
+def bootstrap_ci(values: Iterable[float] | np.ndarray | torch.Tensor, n_resamples: int = 1000, seed: int = 42,
+                 confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean over images and its percentile bootstrap CI.
+
+    Resamples images with replacement (numpy ``default_rng(seed)``: the same numbers
+    for the same seed). ``low``/``high`` are the lower/upper order statistics at the
+    tails, never interpolated between two resample means (so the interval is
+    conservative by at most one resample step, and ±inf stays exact).
+    NaN is an error (a metric broke on some image; averaging around it would hide
+    that). ±inf is kept: a PSNR of +inf (an image identical to its truth) makes the
+    mean +inf, which the report shows; +inf and -inf together are an error.
+    """
+    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("bootstrap_ci: no values")
+    if np.isnan(x).any():
+        raise ValueError(f"bootstrap_ci: {int(np.isnan(x).sum())} of {x.size} values are NaN")
+    if np.isposinf(x).any() and np.isneginf(x).any():
+        raise ValueError("bootstrap_ci: values hold both +inf and -inf; their mean is undefined")
+    if not 0.0 < confidence < 1.0 or n_resamples < 1:
+        raise ValueError(f"bootstrap_ci: need 0 < confidence < 1 and n_resamples >= 1, "
+                         f"got {confidence} and {n_resamples}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    rows = max(1, 4_000_000 // x.size)  # bounded index memory for large test sets
+    for start in range(0, n_resamples, rows):
+        stop = min(start + rows, n_resamples)
+        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low = np.quantile(means, tail, method="lower")
+    high = np.quantile(means, 1.0 - tail, method="higher")
+    return float(x.mean()), float(low), float(high)
