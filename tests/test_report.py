@@ -15,7 +15,7 @@ from colorstudy.evaluate import BASELINE, write_outputs
 from colorstudy.metrics import METRICS
 from colorstudy.report import Doc, ReportError, build_report, differing_params
 
-from test_evaluate import FACES, ROOT, evaluated, one_thread, run_stage, study_files  # noqa: F401 (autouse fixture)
+from test_evaluate import FACES, ROOT, evaluated, run_stage, study_files
 
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
 MODELS = ["A", "C"]
@@ -97,7 +97,8 @@ def test_table_has_every_metric_the_baseline_and_provenance(report):
     assert "![comparison grid](figures/comparison_grid.png)" in md
     # preprocess counts and settings that differ from the reference
     assert "kept: 10 (train 3, val 3, test 4)" in md
-    assert "| epochs (`train.epochs`) | 6 | 50 |" in md
+    epochs = load_params(ROOT / "params.yaml")["train"]["epochs"]
+    assert f"| epochs (`train.epochs`) | {epochs} | 50 |" in md
 
 
 def test_html_is_self_contained(report):

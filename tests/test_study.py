@@ -119,5 +119,5 @@ def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
     retrained = set(re.findall(r"Running stage 'train@([^']+)'", log))
     assert retrained == USES_GLOBAL_PERCEPTUAL, log
 
-    log = _dvc(["exp", "run", "-S", "models.A.weights={l1: 10.0}"], tmp_path)
+    log = _dvc(["exp", "run", "-S", "models.A.terms=[l1,mse]"], tmp_path)
     assert set(re.findall(r"Running stage 'train@([^']+)'", log)) == {"A"}, log
