@@ -67,10 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorstudy import lab
-from colorstudy.weights import check_choice, load_state_dict, provenance
+from colorstudy.weights import RANDOM_BACKBONE_SEED, check_choice, load_state_dict, provenance
 
-# Seeds the "random" LPIPS and FID backbones: the same numbers in every run.
-RANDOM_BACKBONE_SEED = 0
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 UINT8_PEAK = 255.0

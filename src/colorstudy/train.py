@@ -134,6 +134,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         else:
             losses[name] = build_loss(name).to(device)
 
+    logged = [*terms, *(["discriminator"] if discriminator is not None else [])]  # per-epoch mean losses
     steps_per_epoch = len(L_train) // cfg.batch_size or 1
     total_steps = cfg.epochs * steps_per_epoch
     decay_steps = cfg.decay_epochs * steps_per_epoch
@@ -164,7 +165,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; with `gen` below, resume-exact
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(L_train), generator=gen, device=device)
-        sums = {name: torch.zeros((), device=device) for name in [*terms, "discriminator"]}
+        sums = {name: torch.zeros((), device=device) for name in logged}
         generator.train()
         bar = tqdm(range(steps_per_epoch), desc=f"{model_id} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for i in bar:
@@ -209,8 +210,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
                 sums[name] += value.detach()
 
         val = validate(generator, L_val, ab_val, cfg.batch_size, device)
-        record = {f"train/{name}": (value / steps_per_epoch).item() for name, value in sums.items()
-                  if name in terms or discriminator is not None}
+        record = {f"train/{name}": (value / steps_per_epoch).item() for name, value in sums.items()}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"val/baseline_{k}": v for k, v in baseline.items()})
         record["lr"] = cfg.lr * lr_factor((epoch + 1) * steps_per_epoch, total_steps, decay_steps)

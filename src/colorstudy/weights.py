@@ -20,6 +20,9 @@ import torch
 WeightsChoice = Literal["imagenet", "random"]
 WEIGHT_CHOICES: tuple[str, ...] = ("imagenet", "random")
 RANDOM_NOTE = "random init (not comparable to published numbers)"
+# Seeds every `random` backbone (perceptual VGG16, LPIPS AlexNet, FID Inception), so a
+# random-backbone loss or metric is the same function in every run and on resume.
+RANDOM_BACKBONE_SEED = 0
 
 
 @dataclass(frozen=True)
