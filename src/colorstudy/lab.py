@@ -115,25 +115,83 @@ def colorize(L_n: torch.Tensor, ab_n: torch.Tensor) -> torch.Tensor:
 
 # -- numpy, channel-last, for image files ------------------------------------------
 
-def _to_float_rgb(rgb: np.ndarray) -> np.ndarray:
-    if rgb.dtype == np.uint8:
-        return rgb.astype(np.float32) / 255.0
-    if rgb.dtype == np.uint16:
-        return rgb.astype(np.float32) / 65535.0
-    return rgb.astype(np.float32, copy=False)
+# The preprocess stage's shards must be byte-identical on every x86-64 machine: DVC keys
+# every downstream stage on their hash. Vectorized pow/cbrt (torch's Sleef, numpy's SVML)
+# and BLAS matmuls round differently with the CPU's SIMD width (AVX2 vs AVX-512), and a
+# 1-ulp float32 difference flips the float16 rounding of about one value in 8,000. So this
+# path uses IEEE-exact operations only (+ - * /, comparisons, integer bit arithmetic),
+# which round the same on every machine, one numpy ufunc at a time (no FMA contraction,
+# no BLAS); its roots are Newton/Halley iterations from a bit-level start.
+# tests/test_portable.py runs it with the SIMD dispatch of numpy and torch turned down.
+
+def _bit_start(x: np.ndarray, n: int) -> np.ndarray:
+    # x ** (1/n) to within 6%: divide the biased exponent (and mantissa) in the bit pattern
+    ints = np.int64 if x.dtype == np.float64 else np.int32
+    one = np.array(1.0, dtype=x.dtype).view(ints)
+    return ((x.view(ints) - one) // n + one).view(x.dtype)
 
 
-# uint8 sRGB -> linear RGB by table: the 2.4 power is most of preprocessing's cost.
-_LINEAR_FROM_UINT8 = _srgb_to_linear(torch.arange(256, dtype=torch.float32) / 255.0).numpy()
+def _fifth_root(x: np.ndarray) -> np.ndarray:
+    y = _bit_start(x, 5)
+    for _ in range(6):  # Newton: 6% -> 7e-3 -> 1e-4 -> 2e-8 -> below float64's epsilon
+        y4 = y * y
+        y4 *= y4
+        y = (4.0 * y + x / y4) / 5.0
+    return y
 
 
-def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
-    """sRGB ``[..., H, W, 3]`` (uint8, uint16 or float in [0, 1]) -> float32 Lab."""
-    if rgb.dtype == np.uint8:
-        linear = torch.from_numpy(_LINEAR_FROM_UINT8[rgb]).movedim(-1, -3)
-        return _linear_to_lab(linear).movedim(-3, -1).numpy()
-    x = torch.from_numpy(np.ascontiguousarray(_to_float_rgb(rgb))).movedim(-1, -3)
-    return rgb_to_lab(x).movedim(-3, -1).numpy()
+def _cube_root(x: np.ndarray) -> np.ndarray:
+    y = _bit_start(x, 3)
+    for _ in range(3 if x.dtype == np.float64 else 2):  # Halley: 6% -> 2e-4 -> 1e-11 -> exact
+        y3 = y * y * y
+        y = y * (y3 + 2.0 * x) / (2.0 * y3 + x)
+    return y
+
+
+def _srgb_to_linear_np(v: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] -> linear, portable: ``t ** 2.4 = t**2 * (t**2) ** (1/5)``."""
+    t = (np.maximum(v, 0.04045) + 0.055) / 1.055
+    t2 = t * t
+    return np.where(v > 0.04045, t2 * _fifth_root(t2), v / 12.92)
+
+
+def _linear_table(levels: int) -> np.ndarray:
+    return _srgb_to_linear_np(np.arange(levels, dtype=np.float64) / (levels - 1)).astype(np.float32)
+
+
+# integer sRGB -> linear by table (float64 arithmetic, stored as float32)
+_LINEAR_FROM_UINT8 = _linear_table(256)
+_LINEAR_FROM_UINT16: np.ndarray | None = None  # built on first use (65,536 entries)
+
+
+def _to_linear_planes(rgb: np.ndarray) -> np.ndarray:
+    # channel planes first: the arithmetic below then runs on contiguous memory
+    planes = np.ascontiguousarray(np.moveaxis(rgb, -1, 0))
+    global _LINEAR_FROM_UINT16
+    if planes.dtype == np.uint8:
+        return _LINEAR_FROM_UINT8[planes]
+    if planes.dtype == np.uint16:
+        if _LINEAR_FROM_UINT16 is None:
+            _LINEAR_FROM_UINT16 = _linear_table(65536)
+        return _LINEAR_FROM_UINT16[planes]
+    return _srgb_to_linear_np(np.clip(planes.astype(np.float32), 0.0, None))
+
+
+def rgb_to_lab_np(rgb: np.ndarray, channel_axis: int = -1) -> np.ndarray:
+    """sRGB ``[..., H, W, 3]`` (uint8, uint16 or float in [0, 1]) -> float32 Lab.
+
+    Bit-identical on every machine (see above); within 2e-4 Lab units of
+    ``skimage.color.rgb2lab``. The output's channels are on ``channel_axis``.
+    """
+    r, g, b = _to_linear_planes(rgb)
+    f = []
+    for row, white in zip(_XYZ_FROM_RGB.tolist(), D65_WHITE):
+        t = (np.float32(row[0]) * r + np.float32(row[1]) * g + np.float32(row[2]) * b) / np.float32(white)
+        f.append(np.where(t > _EPSILON, _cube_root(np.maximum(t, np.float32(_EPSILON))),
+                          np.float32(_KAPPA) * t + np.float32(16.0 / 116.0)))
+    fx, fy, fz = f
+    return np.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), axis=channel_axis).astype(
+        np.float32, copy=False)
 
 
 def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:

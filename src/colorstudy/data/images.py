@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 REJECT_REASONS: tuple[str, ...] = (
@@ -83,9 +82,15 @@ def crop_seed(group: str, path: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
-    """Mean Lab chroma ``sqrt(a^2 + b^2)`` per image of ``ab`` ``[N, 2, H, W]`` (Lab units) -> float64 ``[N]``."""
-    return torch.hypot(ab[:, 0], ab[:, 1]).mean(dim=(-2, -1), dtype=torch.float64)
+def mean_chroma(ab: np.ndarray) -> np.ndarray:
+    """Mean Lab chroma ``sqrt(a^2 + b^2)`` per image of ``ab`` ``[N, 2, H, W]`` (Lab units) -> float64 ``[N]``.
+
+    Exact float64 operations and numpy's pairwise sum over contiguous rows: the same
+    value on every machine, because it decides which crops the shards keep.
+    """
+    a = ab[:, 0].astype(np.float64).reshape(len(ab), -1)
+    b = ab[:, 1].astype(np.float64).reshape(len(ab), -1)
+    return np.sqrt(a * a + b * b).sum(axis=1) / a.shape[1]
 
 
 def decode_image(

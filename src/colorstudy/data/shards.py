@@ -154,7 +154,7 @@ class _Decoded:
     image: DecodedImage
     L: np.ndarray  # float16 [crops, 1, S, S], Lab units
     ab: np.ndarray  # float16 [crops, 2, S, S]
-    chroma: np.ndarray  # float64 [crops], from the float32 Lab
+    chroma: np.ndarray  # float64 [crops], from the float32 Lab (images.mean_chroma)
 
 
 def _init_worker(max_pixels: int) -> None:
@@ -174,9 +174,11 @@ def _process_chunk(settings: _Settings, chunk: Sequence[Source]) -> list[_Decode
     squares = [c for d in decoded if isinstance(d, DecodedImage) for c in d.crops]
     if not squares:
         return list(decoded)  # all rejects
-    lab = torch.from_numpy(rgb_to_lab_np(np.stack(squares))).permute(0, 3, 1, 2)  # one batched conversion
-    chroma = mean_chroma(lab[:, 1:]).numpy()
-    # torch's float16 cast is vectorized (numpy's is not) and lays the channels out contiguously
+    # one batched conversion, bit-identical on every machine (lab.py), so the shards are too
+    lab_np = rgb_to_lab_np(np.stack(squares), channel_axis=1)
+    chroma = mean_chroma(lab_np[:, 1:])
+    lab = torch.from_numpy(lab_np)
+    # torch's float16 cast is vectorized (numpy's is not); both round to nearest even exactly
     L16 = lab[:, :1].to(torch.float16, memory_format=torch.contiguous_format).numpy()
     ab16 = lab[:, 1:].to(torch.float16, memory_format=torch.contiguous_format).numpy()
     out: list[_Decoded | Reject] = []
