@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import filecmp
 import subprocess
 import sys
 import time
@@ -14,7 +14,7 @@ import torch
 
 from colorstudy import checkpoint
 from colorstudy.losses import L1Loss
-from colorstudy.study import resolve_model, write_run_spec
+from colorstudy.study import read_run_spec, resolve_model, write_run_spec
 from colorstudy.train import NonFiniteLossError, train_model
 from colorstudy.weights import MissingWeightsError
 
@@ -53,37 +53,42 @@ def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_par
 
 @pytest.mark.slow
 def test_gan_training_is_bitwise_deterministic_and_resumes_exactly(faces_shards, study_params, tmp_path):
-    run = resolve_model(study_params, "C")  # generator, discriminator, perceptual VGG: every moving part
+    # generator, discriminator, perceptual VGG: every moving part; the spec as train@ID reads it
+    spec = tmp_path / "run.json"
+    write_run_spec(resolve_model(study_params, "C"), spec)
+    run = read_run_spec(spec)
     _train(run, faces_shards, tmp_path / "first")
     _train(run, faces_shards, tmp_path / "second")
     _assert_same_weights(tmp_path / "first/models/last.pt", tmp_path / "second/models/last.pt")
+    assert filecmp.cmp(tmp_path / "first/models/last.pt", tmp_path / "second/models/last.pt", shallow=False)
     first, second = (checkpoint.load(tmp_path / d / "models/last.pt") for d in ("first", "second"))
     for key in first["discriminator"]:
         assert torch.equal(first["discriminator"][key], second["discriminator"][key]), key
 
     # kill a real training process after its first epoch's checkpoint, then start it again
-    spec = tmp_path / "run.json"
-    write_run_spec(run, spec)
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "stages/train.py"), str(spec), str(faces_shards), str(out / "models"),
-           str(out / "logs")]
+           str(out / "logs"), str(out / "resume")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        last = out / "models" / "last.pt"
+        last = out / "resume" / "last.pt"
         if last.exists() and checkpoint.load(last)["epoch"] >= 1:
             proc.kill()
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode != 0, "the run finished before it could be killed"
-    assert checkpoint.load(out / "models" / "last.pt")["epoch"] < run["train"]["epochs"]
+    assert checkpoint.load(out / "resume" / "last.pt")["epoch"] < run["train"]["epochs"]
+    assert not (out / "models").exists()  # the declared output appears only when training ends
 
     resumed = subprocess.run(cmd, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming after epoch" in resumed.stdout
-    _assert_same_weights(tmp_path / "first/models/last.pt", out / "models/last.pt")
-    _assert_same_weights(tmp_path / "first/models/best.pt", out / "models/best.pt")
+    assert not (out / "resume").exists()
+    # byte-identical files, not just equal weights: DVC hashes bytes (`cmp`, shallow=False)
+    for name in ("last.pt", "best.pt"):
+        assert filecmp.cmp(tmp_path / "first/models" / name, out / "models" / name, shallow=False), name
     # the dvclive curves hold each epoch once, as an uninterrupted run's do
     curve = (out / "logs/plots/metrics/val/ab_l1.tsv").read_text()
     assert curve == (tmp_path / "first/logs/plots/metrics/val/ab_l1.tsv").read_text()
@@ -118,3 +123,13 @@ def test_missing_imagenet_weights_stop_before_training(faces_shards, study_param
     assert "download.pytorch.org/models/vgg16-397923af.pth" in str(err.value)
     assert str(tmp_path / "empty-cache") in str(err.value)
     assert not (tmp_path / "models").exists()
+
+
+def test_identical_payloads_give_identical_checkpoint_files(tmp_path):
+    payload = {"generator": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3, "history": [{"val/ab_l1": 0.1}]}
+    checkpoint.save(tmp_path / "a" / "last.pt", payload)
+    checkpoint.save(tmp_path / "b" / "best.pt", payload)  # another name, another folder: same bytes
+    assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "b" / "best.pt", shallow=False)
+    checkpoint.save(tmp_path / "c.pt", {**payload, "epoch": 4})
+    assert not filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "c.pt", shallow=False)
+    assert list(tmp_path.rglob("*.tmp")) == []

@@ -9,7 +9,9 @@ in, so the safe ``weights_only`` unpickler can read it.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,43 @@ class CheckpointError(RuntimeError):
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a run killed mid-save leaves the previous checkpoint intact."""
+    """Write atomically and byte-stably: identical payloads give identical files.
+
+    DVC hashes bytes, so a retraining that reproduces the weights must reproduce the
+    file, or every `evaluate@ID` after it reruns. ``torch.save`` to a path names the
+    zip archive (and derives ``.data/serialization_id``) from the file name, here a
+    random temporary one; to a buffer both are fixed. A run killed mid-save leaves the
+    previous checkpoint intact (the bytes go to a temporary file, then ``os.replace``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(_canonical({"format": FORMAT, **payload}), buffer)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _canonical(obj: Any) -> Any:
+    # The pickler writes a back-reference for an object it has seen (by identity), so
+    # equal payloads whose strings are shared differently (a resumed run's history came
+    # from the unpickler, an uninterrupted one's from f-strings) pickle to other bytes.
+    # Interning makes every equal string one object, and fresh containers share none.
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        fresh = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's module versions
+            fresh._metadata = _canonical(obj._metadata)
+        return fresh
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,7 @@ the same params write bitwise-identical weights.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,18 @@ def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, st
             f"Lower train.lr or the offending weight in `loss`, then rerun.")
 
 
-def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path) -> dict[str, Any]:
+def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path,
+                resume_dir: str | Path | None = None) -> dict[str, Any]:
     """Train study model ``run`` (a resolved run spec); returns its summary metrics.
 
-    Writes ``out_dir/last.pt`` every epoch (resume point) and ``out_dir/best.pt`` at the
-    best validation ab-L1; dvclive logs go to ``log_dir``.
+    Writes ``last.pt`` every epoch (the resume point) and ``best.pt`` at the best
+    validation ab-L1 into ``resume_dir``, and when training ends copies both to
+    ``out_dir`` and removes ``resume_dir``. The pipeline keeps ``resume_dir`` outside
+    the stage's declared output: DVC deletes a declared output before it reruns the
+    stage, and a persisted one (which it would keep) turns off its run-cache, so this
+    is how a killed run can resume while `dvc exp run` still restores finished ones
+    from the cache. ``resume_dir`` defaults to ``out_dir`` (resume in place). dvclive
+    logs go to ``log_dir``.
     """
     from dvclive import Live
 
@@ -140,7 +148,8 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     decay_steps = cfg.decay_epochs * steps_per_epoch
     state = {"epoch": 0, "best": {"epoch": -1, "ab_l1": math.inf}, "history": []}
 
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    work_dir = Path(resume_dir) if resume_dir is not None else out_dir
+    last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
     if last_path.exists():  # resume, but only a run of exactly this spec
         saved = checkpoint.load(last_path, map_location=device)
         if saved.get("run") == run:
@@ -249,5 +258,10 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     for key, value in summary.items():
         live.summary[key] = value
     live.end()
+    if work_dir.resolve() != out_dir.resolve():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in (best_path, last_path):
+            shutil.copyfile(path, out_dir / path.name)
+        shutil.rmtree(work_dir)
     return summary
 
