@@ -1,39 +1,58 @@
-"""Fail unless the metrics just reproduced match the committed ones.
+"""Fail unless the run just reproduced (work tree) matches the committed one (HEAD).
 
-`dvc metrics diff --json` compares the workspace (this run) with HEAD (committed).
-Training and evaluation are bitwise deterministic on CPU (fixed threads, seeded,
-deterministic kernels), so every metric must match exactly; the tolerance only
-absorbs the 6-significant-digit rounding of the JSON files. Wall-clock fields are
-the one thing a rerun may change, and are skipped by name.
+Training in float32 is deterministic on one machine but not across CPUs: another SIMD
+width takes other rounding paths, so trained models' metrics move a little. The policy
+(src/colorstudy/compare.py, where each constant is justified):
+* data outputs of download/preprocess in dvc.lock must be byte-identical (equal md5);
+* deterministic metrics (preprocess counts, the grayscale baseline, training's baseline
+  scores, step, lr) must match to relative 1e-4;
+* a trained model's test metric must stay within one committed 95%-CI half-width;
+* other trained-model values (fid, epochs, losses, rank) are shown when they moved,
+  never failing; a missing or new value or file always fails.
+Every numbers file is compared (compare.COMPARED_FILES), not only the headline metrics
+that `dvc metrics diff` shows.
 """
 
-import json
-import math
 import subprocess
 import sys
+from pathlib import Path
 
-TIMING_KEYS = ("seconds", "images_per_s", "files_per_s")
-REL_TOL = 1e-5
+import yaml
 
-out = subprocess.run(["dvc", "metrics", "diff", "--json", "--all"], capture_output=True, text=True, check=True)
-diff = json.loads(out.stdout or "{}")
-bad, checked = [], 0
-for path, metrics in sorted(diff.items()):
-    for name, change in sorted(metrics.items()):
-        if name.split(".")[-1] in TIMING_KEYS:
-            continue
-        old, new = change.get("old"), change.get("new")
-        checked += 1
-        if old is None or new is None:
-            bad.append(f"{path}: {name} is {'missing now' if new is None else 'new'} (committed {old}, now {new})")
-        elif isinstance(old, (int, float)) and isinstance(new, (int, float)):
-            if not math.isclose(old, new, rel_tol=REL_TOL, abs_tol=1e-9):
-                bad.append(f"{path}: {name} committed {old}, reproduced {new}")
-        elif old != new:
-            bad.append(f"{path}: {name} committed {old!r}, reproduced {new!r}")
-if checked == 0:
-    sys.exit("no metrics to compare: were reports/ committed and did `dvc repro` run?")
-if bad:
-    print("\n".join(bad))
-    sys.exit(f"{len(bad)} of {checked} metrics differ from the committed run")
-print(f"all {checked} metrics match the committed run (relative tolerance {REL_TOL})")
+from colorstudy.compare import compare_runs, is_compared, load_metrics
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def committed_texts() -> dict[str, str]:
+    paths = [p for p in git("ls-tree", "-r", "--name-only", "HEAD", "--", "reports").splitlines() if is_compared(p)]
+    return {p: git("show", f"HEAD:{p}") for p in paths}
+
+
+def reproduced_texts() -> dict[str, str]:
+    paths = [p.as_posix() for p in Path("reports").rglob("*.json")]
+    return {p: Path(p).read_text() for p in paths if is_compared(p)}
+
+
+def committed_lock() -> dict:
+    # no dvc.lock at HEAD reads as empty: the comparison then fails naming the data stages
+    shown = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True)
+    return (yaml.safe_load(shown.stdout) or {}) if shown.returncode == 0 else {}
+
+
+def main() -> int:
+    with open("dvc.lock") as f:
+        reproduced_lock = yaml.safe_load(f) or {}
+    result = compare_runs(load_metrics(committed_texts()), load_metrics(reproduced_texts()),
+                          committed_lock(), reproduced_lock)
+    print(result.table() or "no metric changed")
+    if result.failed:
+        print("\n" + "\n".join(result.reasons()))
+    print("\n" + result.summary())
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -101,7 +101,7 @@ def main() -> None:
         with Timer() as t:
             m = preprocess(raw, out, params, progress=False)
         print(f"(a) preprocess: {m['sources']} photos in {t.wall:.1f} s: {t.rates(m['sources'])} "
-              f"(x {cores} cores = {m['sources'] / t.cpu * cores:,.0f} images/s on idle cores); {m['workers']} workers, "
+              f"(x {cores} cores = {m['sources'] / t.cpu * cores:,.0f} images/s on idle cores); {m['timing']['workers']} workers, "
               f"kept {m['kept']['total']}, gray {m['grayscale_excluded']}, duplicates {m['duplicates_removed']}, "
               f"rejected {m['rejected']['total']}")
 

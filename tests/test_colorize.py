@@ -8,7 +8,9 @@ colors can be checked against the truth.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -220,17 +222,80 @@ def run_cli(*args: str, models_dir: Path) -> int:
     return main(["colorize", *args, "--model", "faces", "--models-dir", str(models_dir), "--no-progress"])
 
 
-def test_existing_output_needs_overwrite(tmp_path, models_dir, capsys):
+def test_existing_output_is_kept_without_overwrite(tmp_path, models_dir, capsys):
     src = tmp_path / "face.png"
     gray(FACES[741]).save(src)
     out = tmp_path / "out"
     assert run_cli(str(src), "-o", str(out), models_dir=models_dir) == 0
     (out / "face.png").write_bytes(b"keep me")
-    assert run_cli(str(src), "-o", str(out), models_dir=models_dir) == 1
+    assert run_cli(str(src), "-o", str(out), models_dir=models_dir) == 0
     assert (out / "face.png").read_bytes() == b"keep me"
-    assert "--overwrite" in capsys.readouterr().err
+    assert "skipped 1 (already in" in capsys.readouterr().out
     assert run_cli(str(src), "-o", str(out), "--overwrite", models_dir=models_dir) == 0
     assert Image.open(out / "face.png").size == (128, 128)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerun_into_the_same_folder_skips_what_is_done(tmp_path, models_dir, capsys):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    names = ["a.jpg", "b.png", "sub/c.png"]
+    for i, name in enumerate(names):
+        gray(FACES[710 + i]).save(folder / name)
+    assert run_cli(str(folder), "-o", str(out), models_dir=models_dir) == 0
+    assert "colorized 3, skipped 0, failed 0" in capsys.readouterr().out
+    for path in out.rglob("*.*"):  # an old mtime, so any rewrite would show even on a coarse clock
+        os.utime(path, ns=(10**18, 10**18))
+    before = snapshot(out)
+    assert sorted(before) == names
+
+    assert run_cli(str(folder), "-o", str(out), models_dir=models_dir) == 0
+    assert f"colorized 0, skipped 3 (already in {out}; --overwrite to redo them), failed 0" in capsys.readouterr().out
+    assert snapshot(out) == before
+
+    # an unreadable new input still fails, next to the skipped ones
+    (folder / "garbage.jpg").write_bytes(b"not a jpeg" * 10)
+    assert run_cli(str(folder), "-o", str(out), models_dir=models_dir) == 1
+    assert "colorized 0, skipped 3 (already in" in capsys.readouterr().err
+    assert snapshot(out) == before
+    (folder / "garbage.jpg").unlink()
+
+    # --compare adds the missing sheets and leaves the existing outputs alone
+    assert run_cli(str(folder), "-o", str(out), "--compare", models_dir=models_dir) == 0
+    assert "colorized 3, skipped 0, failed 0" in capsys.readouterr().out
+    after = snapshot(out)
+    assert {name: after[name] for name in names} == before
+    assert sorted(set(after) - set(before)) == ["a_compare.jpg", "b_compare.png", "sub/c_compare.png"]
+
+    assert run_cli(str(folder), "-o", str(out), "--overwrite", models_dir=models_dir) == 0
+    assert "colorized 3, skipped 0, failed 0" in capsys.readouterr().out
+    rewritten = snapshot(out)
+    for name in names:
+        assert rewritten[name][1] != before[name][1], name
+        assert Image.open(out / name).size == (128, 128)
+
+
+def test_version(capsys):
+    expected = f"colorstudy {importlib.metadata.version('colorstudy')}\n"
+    for argv in (["--version"], ["colorize", "--version"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        assert capsys.readouterr().out == expected
+
+
+def test_help_is_plain_text(capsys):
+    for argv in (["--help"], ["colorize", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: colorstudy" in text
+        assert "``" not in text and "`" not in text and "**" not in text and ":data:" not in text
 
 
 def test_input_is_never_overwritten(tmp_path, models_dir, capsys):
@@ -255,7 +320,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, models_dir, capsys):
     assert code == 1
     assert (tmp_path / "out" / "good.jpg").is_file()
     assert not (tmp_path / "out" / "garbage.jpg").exists() and not (tmp_path / "out" / "truncated.png").exists()
-    assert "colorized 1, failed 3" in err
+    assert "colorized 1, skipped 0, failed 3" in err
     for name in ("garbage.jpg", "truncated.png", "missing.png"):
         assert name in err
 

@@ -238,3 +238,22 @@ def test_resnet_unet_imagenet_sums_the_rgb_filters(empty_torch_home) -> None:
     assert model.provenance["weights"] == "imagenet" and len(model.provenance["sha256"]) == 64
     random = build_generator("resnet_unet", width=TINY_WIDTH)
     assert random.provenance["weights"] == "random"
+
+
+def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(empty_torch_home, tmp_path) -> None:
+    """evaluate and colorize rebuild from the state dict alone: no download, no hub file."""
+    from torchvision.models import resnet34
+
+    torch.manual_seed(2)
+    cached = empty_torch_home / "hub" / "checkpoints" / backbone("resnet34").file
+    cached.parent.mkdir(parents=True)
+    torch.save(resnet34(weights=None).state_dict(), cached)  # a fake "ImageNet" file, for training only
+    kwargs = {"width": TINY_WIDTH, "weights": "imagenet"}  # as `models.resnet_unet.arch.weights=imagenet` resolves
+    trained = build_generator("resnet_unet", **kwargs)
+    path = tmp_path / "best.pt"
+    checkpoint.save(path, {"architecture": "resnet_unet", "arch_kwargs": kwargs, "generator": trained.state_dict()})
+    cached.unlink()  # gone from the machine that evaluates
+
+    rebuilt = checkpoint.build_generator(checkpoint.load(path))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key

@@ -67,9 +67,10 @@ def report(inputs, tmp_path_factory):
 
 def test_files_and_ranking(report):
     out, files = report
-    for name in ("report.md", "report.html", "ranking.json", "comparison.csv", "figures/comparison_grid.png",
-                 "figures/examples_A.png", "figures/examples_C.png", "figures/metrics.png",
-                 "figures/training_validation.png", "figures/training_losses.png"):
+    for name in ("report.md", "report.html", "ranking.json", "comparison.csv", "figures/comparison_grid.jpg",
+                 "figures/examples_A.jpg", "figures/examples_C.jpg", "figures/metrics.png",
+                 "figures/training_validation.png", "figures/training_losses.png", "summary/A.json",
+                 "summary/baseline.json", "plots/curves.csv", "plots/means.csv"):
         assert (out / name).is_file(), name
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["best"] == ranking["ranking"][0] and sorted(ranking["ranking"]) == MODELS
@@ -94,7 +95,7 @@ def test_table_has_every_metric_the_baseline_and_provenance(report):
     # the reference study's published numbers, labelled as other data
     assert "23.71" in md and "not directly comparable" in md
     assert "pip install -r requirements.txt" in md and "dvc repro" in md
-    assert "![comparison grid](figures/comparison_grid.png)" in md
+    assert "![comparison grid](figures/comparison_grid.jpg)" in md
     # preprocess counts and settings that differ from the reference
     assert "kept: 10 (train 3, val 3, test 4)" in md
     epochs = load_params(ROOT / "params.yaml")["train"]["epochs"]
@@ -104,7 +105,9 @@ def test_table_has_every_metric_the_baseline_and_provenance(report):
 def test_html_is_self_contained(report):
     text = report[0].joinpath("report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', text)
-    assert len(images) >= 6 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) >= 6 and len(set(images)) == len(images)  # each figure embedded once
+    assert all(src.startswith(("data:image/jpeg;base64,", "data:image/png;base64,")) for src in images)
+    assert any(src.startswith("data:image/jpeg") for src in images)  # photos as JPEG
     assert "figures/" not in text.replace("reports/figures", "")
     assert "<table>" in text and "grayscale baseline" in text and "<strong>" in text
 
@@ -117,7 +120,42 @@ def test_comparison_csv(report):
     assert {r["model"] for r in rows} == {*MODELS, BASELINE}
     psnr = [r for r in rows if r["metric"] == "psnr"]
     assert len(psnr) == 3 and all(float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"]) for r in psnr)
-    assert (out / "comparison" / "ciede2000.csv").is_file()
+
+
+def test_summary_is_the_few_headline_numbers(report, inputs):
+    """What `dvc metrics show` presents: a file per model, numbers only, a few keys each."""
+    out, files = report
+    summary = {p.stem: json.loads(p.read_text()) for p in sorted((out / "summary").glob("*.json"))}
+    assert set(summary) == {*MODELS, "baseline"}
+    headline = ["psnr", "ssim", "ciede2000", "delta_colorfulness"]  # random LPIPS/FID: no headline numbers
+    assert list(summary["baseline"]) == headline
+    for model_id in MODELS:
+        assert list(summary[model_id]) == ["rank", *headline]
+        assert summary[model_id]["rank"] == files.ranking["ranking"].index(model_id) + 1
+        evaluated = json.loads((inputs["eval"] / model_id / "metrics.json").read_text())
+        assert summary[model_id]["psnr"] == evaluated["psnr"]["mean"]
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for s in summary.values() for v in s.values())
+
+
+def test_plot_data_for_the_top_level_plots(report):
+    out = report[0]
+    with open(out / "plots" / "curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert list(curves[0]) == ["epoch", "model", "val_ab_l1", "val_delta_e76"]
+    assert {r["model"] for r in curves} == {*MODELS, "grayscale"}
+    assert [r["epoch"] for r in curves if r["model"] == "grayscale"] == ["1", "2", "3"]
+    with open(out / "plots" / "means.csv") as f:
+        means = list(csv.DictReader(f))
+    assert {r["model"] for r in means} == {*MODELS, "grayscale"}
+    assert all(float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"]) for r in means)
+
+
+def test_headline_names_its_caveats(report):
+    md = report[0].joinpath("report.md").read_text()
+    head = md.split("## Results on the test split")[0]
+    assert "**Best model on these data:" in head and "**Read with care:**" in head
+    assert "randomly initialized backbones" in head
+    assert "test images" in head
 
 
 def test_byte_identical_on_a_second_run(report, inputs, tmp_path):

@@ -105,7 +105,7 @@ def test_metrics_count_every_file(built):
     assert m["kept"]["total"] == sum(m["kept"][s] for s in ("train", "val", "test"))
     # every crop is either kept or named in rejects.csv
     assert m["kept"]["total"] + m["grayscale_excluded"] == N_FLOWERS + CROPS + 2
-    assert m["seconds"] > 0 and m["images_per_s"] > 0
+    assert m["timing"]["seconds"] > 0 and m["timing"]["images_per_s"] > 0
 
 
 def test_rejects_table_names_reasons(built):

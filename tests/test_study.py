@@ -104,9 +104,8 @@ def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
     train.pop("plots", None)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     shutil.copy(ROOT / "params.yaml", tmp_path)
-    for path in ("stages/resolve.py", "src/colorstudy/study.py", "src/colorstudy/config.py"):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / path, tmp_path / path)
+    for tree in ("stages", "src"):  # resolve@ID's deps
+        shutil.copytree(ROOT / tree, tmp_path / tree, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     _dvc(["init", "-q"], tmp_path)
@@ -118,6 +117,11 @@ def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
     log = _dvc(["exp", "run", "-S", "loss.perceptual=20"], tmp_path)
     retrained = set(re.findall(r"Running stage 'train@([^']+)'", log))
     assert retrained == USES_GLOBAL_PERCEPTUAL, log
+
+    # back to the committed value: every model comes from the run-cache, none retrains
+    log = _dvc(["exp", "run", "-S", "loss.perceptual=10"], tmp_path)
+    assert not re.findall(r"Running stage 'train@", log), log
+    assert set(re.findall(r"Stage 'train@([^']+)' is cached", log)) == USES_GLOBAL_PERCEPTUAL, log
 
     log = _dvc(["exp", "run", "-S", "models.A.terms=[l1,mse]"], tmp_path)
     assert set(re.findall(r"Running stage 'train@([^']+)'", log)) == {"A"}, log

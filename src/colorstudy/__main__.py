@@ -9,10 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from tqdm import tqdm
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+# argparse prints these as they are, so they are plain text (the docstrings are RST).
+DESCRIPTION = ("Use the study's trained colorization models on your own photos. "
+               "The DVC pipeline stages have their own scripts under stages/.")
+EPILOG = "exit status: 0 no photo failed (skipped ones included), 1 some photos failed, 2 nothing could start"
+
+
+def _version_text() -> str:
+    try:
+        return f"colorstudy {version('colorstudy')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "colorstudy unknown"
 
 
 def _positive_int(text: str) -> int:
@@ -29,7 +42,8 @@ def _add_colorize(commands: argparse._SubParsersAction) -> None:
         "colorize", help="colorize black-and-white photos with a trained model",
         description="Colorize photos (JPEG, PNG, WebP, TIFF; any size) with a trained study model. "
                     "Each output keeps the input's size, format and full-resolution lightness; "
-                    "only the colors come from the model.")
+                    "only the colors come from the model.",
+        epilog=EPILOG)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="photo files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
@@ -48,10 +62,12 @@ def _add_colorize(commands: argparse._SubParsersAction) -> None:
                    help="photos per model batch (default: %(default)s)")
     p.add_argument("--format", choices=sorted(FORMAT_SUFFIX), dest="fmt",
                    help="write this format instead of the input's")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: skip those photos; an input is never replaced)")
     p.add_argument("--compare", action="store_true",
                    help="also write NAME_compare.EXT: gray | colorized | original (if it was in color)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--version", action="version", version=_version_text())
     p.set_defaults(run=_colorize)
 
 
@@ -73,7 +89,8 @@ def _colorize(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="colorstudy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="colorstudy", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_colorize(commands)
     return parser

@@ -84,7 +84,9 @@ def build_generator(payload: dict[str, Any], device: str | torch.device = "cpu")
     from colorstudy.models import build_generator as build
 
     try:
-        model = build(payload["architecture"], **payload["arch_kwargs"], weights="random")
+        # random init, whatever the run trained from: the state dict replaces every weight,
+        # so an ImageNet encoder needs no weight file here
+        model = build(payload["architecture"], **{**payload["arch_kwargs"], "weights": "random"})
         model.load_state_dict(payload["generator"])
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(

@@ -346,13 +346,21 @@ class Job:
 class Summary:
     written: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, reason)
+    # (input, its existing output): left alone without overwrite; not a failure, so a
+    # rerun into the same folder only does what is missing and still exits 0
+    skipped: list[tuple[Path, Path]] = field(default_factory=list)
+    output_dir: Path | None = None  # only to say where the skipped outputs are
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def __str__(self) -> str:
-        text = f"colorized {len(self.written)}, failed {len(self.failed)}"
+        text = f"colorized {len(self.written)}, skipped {len(self.skipped)}"
+        if self.skipped:
+            where = f"in {self.output_dir}" if self.output_dir is not None else "there"
+            text += f" (already {where}; --overwrite to redo them)"
+        text += f", failed {len(self.failed)}"
         if self.failed:
             text += ":\n" + "\n".join(f"  {path}: {reason}" for path, reason in self.failed)
         return text
@@ -433,12 +441,15 @@ def plan_jobs(inputs: Iterable[str | Path], output_dir: str | Path,
     return jobs, failed
 
 
-def _check_targets(targets: Sequence[Path], inputs: set[Path], overwrite: bool) -> None:
+def _targets_to_write(targets: Sequence[Path], inputs: set[Path], overwrite: bool) -> list[Path]:
+    """The targets a job writes: all of them with ``overwrite``, else those not there yet.
+
+    A target that is one of the inputs is an error even with ``overwrite``.
+    """
     for target in targets:
         if target.resolve() in inputs:
             raise FileExistsError(f"refusing to write {target}: it is one of the input photos")
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
+    return [t for t in targets if overwrite or not t.exists()]
 
 
 def save_image(image: Image.Image, path: Path) -> None:
@@ -470,38 +481,44 @@ def colorize_paths(inputs: Iterable[str | Path], output_dir: str | Path, coloriz
     full-resolution work is done one photo at a time, and a photo is decoded again for
     it rather than kept, so memory does not grow with the batch size. A photo that
     cannot be read or written is recorded in the summary (and passed to ``log``) and
-    the others go on. Inputs are never overwritten; existing outputs only with
-    ``overwrite``.
+    the others go on. Inputs are never overwritten. Without ``overwrite`` an existing
+    output is kept: a photo whose outputs all exist is counted as skipped (not read,
+    not a failure), and with ``compare`` only the missing one of output and sheet is written.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     jobs, failures = plan_jobs(inputs, output_dir, fmt)
-    summary = Summary()
+    summary = Summary(output_dir=Path(output_dir))
     input_paths = {job.source.resolve() for job in jobs}
 
     def fail(path: Path, reason: str) -> None:
         summary.failed.append((path, reason))
         if log is not None:
-            log(f"skipped {path}: {reason}")
+            log(f"failed {path}: {reason}")
 
     for path, reason in failures:
         fail(path, reason)
     with tqdm(total=len(jobs), desc="colorizing", unit="photo", disable=not progress) as bar:
         for start in range(0, len(jobs), batch_size):
-            batch: list[tuple[Job, torch.Tensor]] = []
+            batch: list[tuple[Job, list[Path], torch.Tensor]] = []
             for job in jobs[start:start + batch_size]:
                 try:
-                    _check_targets([job.output, job.compare] if compare else [job.output], input_paths, overwrite)
-                    batch.append((job, colorizer.model_input(open_photo(job.source))))
+                    targets = _targets_to_write([job.output, job.compare] if compare else [job.output],
+                                                input_paths, overwrite)
+                    if not targets:
+                        summary.skipped.append((job.source, job.output))
+                        bar.update()
+                        continue
+                    batch.append((job, targets, colorizer.model_input(open_photo(job.source))))
                 except Exception as e:  # any unreadable photo: report it and go on with the rest
                     fail(job.source, _reason(e))
                     bar.update()
             if not batch:
                 continue
-            predicted = colorizer.predict(torch.stack([L for _, L in batch]))
-            for (job, _), ab_n in zip(batch, predicted):
+            predicted = colorizer.predict(torch.stack([L for _, _, L in batch]))
+            for (job, targets, _), ab_n in zip(batch, predicted):
                 try:
-                    _write(colorizer, job, ab_n, compare)
+                    _write(colorizer, job, ab_n, targets)
                     summary.written.append((job.source, job.output))
                 except Exception as e:
                     fail(job.source, _reason(e))
@@ -509,12 +526,14 @@ def colorize_paths(inputs: Iterable[str | Path], output_dir: str | Path, coloriz
     return summary
 
 
-def _write(colorizer: Colorizer, job: Job, ab_n: torch.Tensor, compare: bool) -> None:
+def _write(colorizer: Colorizer, job: Job, ab_n: torch.Tensor, targets: Sequence[Path]) -> None:
     # A function of its own so the decoded photo is freed before the next one is decoded.
+    # Only ``targets`` are written: an existing output kept without --overwrite stays as it was.
     photo = open_photo(job.source)
-    rendered = colorizer.render(photo, ab_n, gray=compare)
-    save_image(rendered.image, job.output)
-    if compare:
+    rendered = colorizer.render(photo, ab_n, gray=job.compare in targets)
+    if job.output in targets:
+        save_image(rendered.image, job.output)
+    if job.compare in targets:
         save_image(side_by_side(photo, rendered), job.compare)
 
 

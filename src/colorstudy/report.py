@@ -5,17 +5,23 @@ and ``per_image.parquet``, ``<pred>/<id>.npz``), the test split (for the gray in
 and the ground truth), the training logs dvclive wrote (``<train>/<id>/plots/metrics``),
 the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
 
-* ``report.md`` (GitHub-rendered; figures as relative links to ``figures/*.png``) and
-  ``report.html`` (the same content, self-contained: figures embedded as ``data:`` URIs);
-* ``figures/*.png``: comparison grid, best/worst examples per model, metric bar charts
-  with CI whiskers, training curves;
+* ``report.md`` (GitHub-rendered; figures as relative links to ``figures/*.jpg``) and
+  ``report.html`` (the same content, self-contained: each figure embedded once as a
+  ``data:`` URI);
+* ``figures/``: comparison grid and best/worst examples per model (``*.jpg``), metric
+  charts with CI whiskers and training curves (palette ``*.png``), at the size shown;
+* ``summary/<id>.json`` and ``summary/baseline.json``: the headline numbers, the metrics
+  ``dvc metrics show`` / ``dvc exp show`` present (numbers only: a rank, the ranking
+  metrics' means, LPIPS and FID only with ImageNet backbones);
+* ``plots/curves.csv`` (validation curves per model, the grayscale baseline as model
+  ``grayscale``) and ``plots/means.csv`` (headline means with CIs), which dvc.yaml's
+  top-level plots draw;
 * ``ranking.json``: ``{"best", "ranking", "formula", ...}`` (``colorize`` reads ``best``);
-* ``comparison.csv`` (model, metric, mean, ci95_low, ci95_high) and one
-  ``comparison/<metric>.csv`` per metric for DVC bar plots.
+* ``comparison.csv`` (model, metric, mean, ci95_low, ci95_high): every metric.
 
 Deterministic: no timestamps, fixed iteration order (the study order of ``params.yaml``),
-fixed number formatting, matplotlib's default style with fixed sizes and no PNG
-``Software`` tag: the same inputs give byte-identical files on the same machine.
+fixed number formatting, matplotlib's default style with fixed sizes, images without
+metadata: the same inputs give byte-identical files on the same machine.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import dataclasses
 import contextlib
 import csv
 import html
+import io
 import json
 import math
 import platform
@@ -57,6 +64,17 @@ from colorstudy.weights import RANDOM_NOTE
 
 DPI = 100
 FIGURES = "figures"
+SUMMARY = "summary"
+PLOTS = "plots"
+# Photos as JPEG without chroma subsampling (a colorization report must not smear the
+# colors it compares); charts as palette PNG (flat colors and text, where JPEG rings).
+JPEG_QUALITY = 85
+CHART_COLORS = 64
+# The headline: the ranking metrics, plus the backbone-based ones only when their
+# backbone is pretrained (a random-init LPIPS or FID is no headline number).
+HEADLINE_METRICS = ("psnr", "ssim", "ciede2000", "delta_colorfulness")
+BACKBONE_HEADLINE_METRICS = ("lpips", "fid")
+PLOT_BASELINE = "grayscale"  # the baseline's name in plots/*.csv, drawn dashed / gray
 ARROWS = {"higher": "↑", "lower": "↓"}
 # The ranking's metrics: fidelity (PSNR, SSIM), color error (CIEDE2000), color
 # distribution (ΔColorfulness) and perceptual similarity (LPIPS, FID); a backbone
@@ -183,7 +201,8 @@ class Doc:
                             f"</tbody>\n</table></div>")
             elif kind == "image":
                 data = base64.b64encode((root / payload[1]).read_bytes()).decode("ascii")
-                body.append(f'<p><img alt="{html.escape(payload[0])}" src="data:image/png;base64,{data}"></p>')
+                mime = "image/jpeg" if payload[1].endswith((".jpg", ".jpeg")) else "image/png"
+                body.append(f'<p><img alt="{html.escape(payload[0])}" src="data:{mime};base64,{data}"></p>')
             elif kind == "code":
                 body.append(f"<pre><code>{html.escape(payload)}</code></pre>")
         style = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;"
@@ -345,7 +364,18 @@ def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
 
 
 def _save(fig: Any, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    """``*.jpg``: a figure of photos; ``*.png``: a chart (see JPEG_QUALITY)."""
+    if path.suffix == ".jpg":
+        fig.savefig(path, dpi=DPI, format="jpeg",
+                    pil_kwargs={"quality": JPEG_QUALITY, "subsampling": 0, "optimize": True})
+        return
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    chart = Image.open(buffer).convert("RGB").quantize(CHART_COLORS, method=Image.Quantize.MEDIANCUT,
+                                                          dither=Image.Dither.NONE)
+    chart.save(path, format="png", optimize=True)
 
 
 @contextlib.contextmanager
@@ -379,18 +409,18 @@ def _show(ax: Any, image: np.ndarray) -> None:
 def grid_figure(path: Path, indices: Sequence[int], test_ids: Sequence[str], gray: np.ndarray, truth: np.ndarray,
                 results: Sequence[ModelResult]) -> None:
     columns = [("gray input", gray), ("ground truth", truth)] + [(r.model_id, r.rgb) for r in results]
-    cell = 1.15
-    fig = _figure(cell * len(columns) + 0.9, cell * len(indices) + 0.4)
+    cell = 0.8  # inches: 80 px a crop at DPI 100, near the study's 64 px (JPEG bytes grow with the area)
+    fig = _figure(cell * len(columns) + 0.7, cell * len(indices) + 0.3)
     axes = fig.subplots(len(indices), len(columns), squeeze=False)
     for row, index in enumerate(indices):
         for col, (name, images) in enumerate(columns):
             ax = axes[row][col]
             _show(ax, images[index])
-            if row == 0:
-                ax.set_title(name, fontsize=7)
+            if row == 0:  # long ids on two lines, or neighbours overlap
+                ax.set_title(name if len(name) <= 12 else name.replace("_", "_\n", 1), fontsize=5.5)
             if col == 0:
-                ax.set_ylabel(_short(test_ids[index]), fontsize=6)
-    fig.subplots_adjust(left=0.06, right=0.995, top=1 - 0.35 / fig.get_figheight(), bottom=0.01,
+                ax.set_ylabel(_short(test_ids[index]), fontsize=5)
+    fig.subplots_adjust(left=0.04, right=0.995, top=1 - 0.3 / fig.get_figheight(), bottom=0.01,
                         wspace=0.05, hspace=0.05)
     _save(fig, path)
 
@@ -402,7 +432,7 @@ def _short(text: str, n: int = 18) -> str:
 def examples_figure(path: Path, result: ModelResult, picks: Sequence[tuple[str, int, float]], gray: np.ndarray,
                     truth: np.ndarray, test_ids: Sequence[str]) -> None:
     rows = [("gray input", gray), (f"{result.model_id}", result.rgb), ("ground truth", truth)]
-    cell = 1.3
+    cell = 0.9
     fig = _figure(cell * len(picks) + 0.8, cell * len(rows) + 0.55)
     axes = fig.subplots(len(rows), len(picks), squeeze=False)
     for col, (kind, index, value) in enumerate(picks):
@@ -624,14 +654,14 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
-    for old in fig_dir.glob("*.png"):  # ours: a figure of a model no longer in the study must not linger
+    for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.jpg")]:  # ours: no figure of a dropped model lingers
         old.unlink()
     figures: list[Path] = []
     colors = _colors(ids)
     with _style():
         k = min(report_params.grid_images, n)
         indices = sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
-        grid = fig_dir / "comparison_grid.png"
+        grid = fig_dir / "comparison_grid.jpg"
         grid_figure(grid, indices, test_ids, gray_u8, truth_u8, models)
         figures.append(grid)
         examples: dict[str, Path] = {}
@@ -642,7 +672,7 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                     zip(table["index"].iloc[:e], table["ciede2000"].iloc[:e])]
             worst = [("worst", int(i), float(v)) for i, v in
                      zip(table["index"].iloc[::-1].iloc[:e], table["ciede2000"].iloc[::-1].iloc[:e])]
-            path = fig_dir / f"examples_{_safe(r.model_id)}.png"
+            path = fig_dir / f"examples_{_safe(r.model_id)}.jpg"
             examples_figure(path, r, [*best, *worst], gray_u8, truth_u8, test_ids)
             examples[r.model_id] = path
             figures.append(path)
@@ -669,15 +699,76 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
             figures += [p for _, p in curve_figures]
 
     data_params = dataclasses.replace(data_params, image_size=shards.image_size)  # what the shards hold
+    n_photos = int(shards.rows("test")["group"].nunique())
     doc = _document(params, data_params, eval_params, report_params, models, baseline, metrics,
-                    ranking, ranks, dropped, truth_cf_ci, n, indices, examples, curve_figures, missing, stale,
-                    preprocess_json, out_dir)
+                    ranking, ranks, dropped, truth_cf_ci, n, n_photos, indices, examples, curve_figures, missing,
+                    stale, preprocess_json, out_dir)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(doc.markdown(), encoding="utf-8")
     html_path.write_text(doc.html(out_dir, "Colorization study report"), encoding="utf-8")
     (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _write_comparison(out_dir, rows, metrics)
+    _write_summary(out_dir / SUMMARY, models, baseline, ranking, headline_metrics(rows, metrics))
+    _write_plot_data(out_dir / PLOTS, models, baseline, curves)
     return ReportFiles(md_path, html_path, ranking, figures)
+
+
+def headline_metrics(rows: Sequence[ModelResult], available: Sequence[str]) -> list[str]:
+    """The few numbers ``dvc metrics show`` presents (see HEADLINE_METRICS)."""
+    pretrained = [m for m in BACKBONE_HEADLINE_METRICS
+                  if m in available and not is_random(backbone_label(rows, METRICS[m].backbone))]
+    return [m for m in (*HEADLINE_METRICS, *pretrained) if m in available]
+
+
+def _clear(directory: Path, pattern: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob(pattern):  # ours: a dropped model's file must not linger
+        old.unlink()
+
+
+def _write_summary(summary_dir: Path, models: Sequence[ModelResult], baseline: ModelResult,
+                   ranking: dict[str, Any], names: Sequence[str]) -> None:
+    # One small file per model: `dvc metrics show` prints a row per file and a column per
+    # key, so the table stays a few columns wide however many models the study has.
+    _clear(summary_dir, "*.json")
+    for r in [*models, baseline]:
+        values: dict[str, Any] = {m: mean_of(r.summary, m) for m in names}
+        if r.model_id != BASELINE:
+            values = {"rank": ranking["ranking"].index(r.model_id) + 1, **values}
+        (summary_dir / f"{_safe(r.model_id)}.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_plot_data(plots_dir: Path, models: Sequence[ModelResult], baseline: ModelResult,
+                     curves: dict[str, dict[str, pd.DataFrame]]) -> None:
+    # Long format, one `model` column: DVC colors one file's rows by a field of our choosing
+    # (the templates in .dvc/plots), where a file per model would be colored by revision.
+    _clear(plots_dir, "*.csv")
+    rows = [*models, baseline]
+    with open(plots_dir / "means.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["model", "metric", "mean", "ci95_low", "ci95_high"])
+        for m in HEADLINE_METRICS:
+            if METRICS[m].scope != "image" or m not in baseline.summary:
+                continue
+            label = f"{METRICS[m].label} {ARROWS[METRICS[m].direction]}"
+            for r in rows:
+                v = r.summary[m]
+                name = PLOT_BASELINE if r.model_id == BASELINE else r.model_id
+                w.writerow([name, label, v["mean"], v["ci95_low"], v["ci95_high"]])
+    names = ("val/ab_l1", "val/delta_e76")
+    with open(plots_dir / "curves.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["epoch", "model", "val_ab_l1", "val_delta_e76"])
+        for r in models:
+            c = curves.get(r.model_id, {})
+            if all(n in c for n in names):
+                for (step, a), d in zip(c[names[0]][["step", "value"]].itertuples(index=False), c[names[1]]["value"]):
+                    w.writerow([int(step) + 1, r.model_id, a, d])
+        base = next((c for c in curves.values() if all(f"val/baseline_{n[4:]}" in c for n in names)), None)
+        if base is not None:  # the baseline's validation scores, the same for every model
+            ab, de = (base[f"val/baseline_{n[4:]}"] for n in names)
+            for step, a, d in zip(ab["step"], ab["value"], de["value"]):
+                w.writerow([int(step) + 1, PLOT_BASELINE, a, d])
 
 
 def _safe(model_id: str) -> str:
@@ -695,22 +786,13 @@ def _write_comparison(out_dir: Path, rows: Sequence[ModelResult], metrics: Seque
         for m in metrics:
             for r in rows:
                 w.writerow([r.model_id, m, *values(r, m)])
-    per_metric = out_dir / "comparison"
-    per_metric.mkdir(exist_ok=True)
-    for old in per_metric.glob("*.csv"):
-        old.unlink()
-    for m in metrics:
-        with open(per_metric / f"{m}.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["model", "mean", "ci95_low", "ci95_high"])
-            for r in rows:
-                w.writerow([r.model_id, *values(r, m)])
 
 
 def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluateParams, report_params: ReportParams,
               models: list[ModelResult], baseline: ModelResult, metrics: list[str],
               ranking: dict[str, Any], ranks: pd.DataFrame, dropped: list[str], truth_cf: tuple[float, float, float],
-              n: int, grid_indices: list[int], examples: dict[str, Path], curve_figures: list[tuple[str, Path]],
+              n: int, n_photos: int, grid_indices: list[int], examples: dict[str, Path],
+              curve_figures: list[tuple[str, Path]],
               missing: list[str], stale: list[str], preprocess_json: Path, out_dir: Path) -> Doc:
     doc = Doc()
     rows = [*models, baseline]
@@ -725,8 +807,13 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
     if ranking["best"] is not None:
         best = ranking["best"]
         beats = _beats_baseline(models, baseline, ranking["metrics"])
-        doc.para(f"**Best model: {best}** (mean rank {ranking['mean_rank'][best]:g}; ranking formula below). "
-                 f"It beats the grayscale baseline on {beats[best]} of {len(ranking['metrics'])} ranking metrics.")
+        doc.para(f"**Best model on these data: {best}** (mean rank {ranking['mean_rank'][best]:g}; ranking "
+                 f"formula below). It beats the grayscale baseline on {beats[best]} of "
+                 f"{len(ranking['metrics'])} ranking metrics.")
+        caveats = _caveats(data, models, rows, n, n_photos)
+        if caveats:
+            doc.para("**Read with care:**")
+            doc.bullets(caveats)
         no_gain = [r.model_id for r in models if "ciede2000" in r.summary and
                    mean_of(r.summary, "ciede2000") >= mean_of(baseline.summary, "ciede2000")]
         if no_gain:
@@ -836,7 +923,7 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
     doc.para(f"{len(grid_indices)} test images evenly spaced through the test split (`report.grid_images` = "
              f"{report_params.grid_images}): gray input (= the grayscale baseline's output), ground truth, then "
              f"every model in study order.")
-    doc.image("comparison grid", rel(out_dir / FIGURES / "comparison_grid.png"))
+    doc.image("comparison grid", rel(out_dir / FIGURES / "comparison_grid.jpg"))
     doc.heading(2, "Best and worst examples per model")
     doc.para(f"Per model, its {report_params.examples} best and {report_params.examples} worst test images by "
              f"CIEDE2000 (lower is better): gray input, the model's colorization, ground truth.")
@@ -845,8 +932,8 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
         doc.image(f"best and worst examples of {r.model_id}", rel(examples[r.model_id]))
     doc.heading(2, "Metrics with 95% confidence intervals")
     doc.para(f"Bars: mean over the test images; whiskers: bootstrap 95% CI (FID: one number per set, no CI); "
-             f"gray bar: grayscale baseline. LPIPS: {lpips_label}. FID: {fid_label}. Per-metric values for DVC "
-             f"plots: `reports/comparison.csv`.")
+             f"gray bar: grayscale baseline. LPIPS: {lpips_label}. FID: {fid_label}. Every value: "
+             f"`reports/comparison.csv`; `dvc plots show` draws the headline metrics (`reports/plots/means.csv`).")
     doc.image("metric bar charts", rel(out_dir / FIGURES / "metrics.png"))
     doc.heading(2, "Training curves")
     if curve_figures:
@@ -890,6 +977,31 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
     doc.para("`dvc repro` reruns only the stages whose inputs changed; `dvc exp run -S key=value` tries another "
              "setting of `params.yaml`.")
     return doc
+
+
+def _caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequence[ModelResult], n: int,
+             n_photos: int) -> list[str]:
+    """What limits the headline, in the reader's words; empty when nothing does."""
+    out = []
+    if data.dataset == "sample":
+        out.append("dataset `sample` is the handful of demo photos that ship with scikit-image and matplotlib: "
+                   "this run shows that the pipeline works, not which model colorizes best")
+    if n_photos < n:
+        out.append(f"the {n} test images are crops of {n_photos} photo(s); the intervals resample crops as if "
+                   f"independent, so they are too narrow, and the result rests on those {n_photos} photo(s)")
+    elif n < 100:
+        out.append(f"{n} test images: small differences between models are within noise (see the intervals)")
+    epochs = [r.summary.get("checkpoint", {}) for r in models]
+    first = [r.model_id for r, c in zip(models, epochs) if c.get("best_epoch") == 1 and (c.get("epoch") or 0) > 1]
+    if first:
+        out.append(f"{len(first)} of {len(models)} models are scored on their epoch-1 checkpoint (validation "
+                   f"ab-L1 never improved after it): {', '.join(first)}")
+    random = sorted({label.split(":")[0] for r in rows for label in r.summary.get("provenance", {}).values()
+                     if is_random(label)})
+    if random:
+        out.append(f"randomly initialized backbones ({', '.join(random)}): the numbers that depend on them (LPIPS, "
+                   f"FID, a perceptual loss) are not comparable to published ones")
+    return out
 
 
 def _beats_baseline(models: Sequence[ModelResult], baseline: ModelResult, metrics: Sequence[str]) -> dict[str, int]:

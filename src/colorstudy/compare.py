@@ -1,0 +1,317 @@
+"""Compare a reproduced study run with the committed one, honestly across machines.
+
+Why: float32 training takes other rounding paths on a CPU with another SIMD width, so a
+trained model's metrics move a little from machine to machine, while the data (download,
+preprocess) is byte-identical everywhere and the grayscale baseline's evaluation nearly
+so. One tolerance for all of it is either too strict (CI fails on every other machine) or
+too loose (it hides a broken data pipeline), so each value gets the tolerance its source
+earns:
+
+* data outputs in ``dvc.lock``: byte-identical (equal md5);
+* deterministic metrics (preprocess counts, the baseline, training's baseline/step/lr):
+  relative 1e-4;
+* trained models' test metrics with a bootstrap CI: one committed CI half-width;
+* other trained-model values (fid, epochs, losses, ranking): shown when they move, never
+  failing; a value or file missing on either side always fails.
+
+:func:`compare_runs` is pure (parsed JSON and YAML in, a :class:`Comparison` out);
+``.ci/compare_metrics.py`` feeds it the files of :data:`COMPARED_FILES` at HEAD and in the
+work tree (all of them, not only the headline that ``dvc metrics`` shows) and both dvc.lock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+Value = int | float | str  # what dvc keeps of a metrics file (bool is an int)
+Metrics = dict[str, Value]  # one file, flattened to dotted names: {"psnr.mean": 16.5}
+Status = Literal["ok", "moved", "FAIL"]
+Rule = Literal["data", "deterministic", "interval", "informational", "presence"]
+
+# download and preprocess involve no training: they are byte-identical on every machine
+# (exact float32 Lab, no SIMD-dependent kernels), so any md5 change is a real change of
+# the data, and then every downstream number differs for a reason other than rounding.
+DATA_STAGES = ("download", "preprocess")
+# Outs under reports/ are metrics files, judged value by value below: preprocess.json
+# records wall-clock time and the worker count, so its bytes differ on every run.
+VALUE_CHECKED_OUTS = "reports/"
+
+# No trained weights go into these, so they repeat up to float rounding. Measured under
+# baseline SIMD (numpy and torch dispatch turned down to x86-64-v2 / scalar kernels): only fid (its matrix square root) and the gray image's
+# near-zero colorfulness moved, by ~2e-5 relative; 1e-4 leaves 5x headroom and still
+# fails any real change (those move the 3rd-4th significant digit).
+DETERMINISTIC_FILES = ("reports/preprocess.json", "reports/eval/baseline/metrics.json")
+DETERMINISTIC_REL_TOL = 1e-4
+# Below this, differences are rounding of values that are zero in exact arithmetic.
+ABS_FLOOR = 1e-9
+# In reports/train/<id>/metrics.json, the grayscale baseline's validation scores and the
+# schedule (step count, final lr) do not depend on the trained weights.
+TRAIN_DETERMINISTIC_KEYS = ("step", "lr")
+BASELINE_PREFIX = "baseline"
+# In reports/eval/<id>/metrics.json: the test-set size is data, not training.
+EVAL_EXACT_KEYS = ("n_images",)
+
+# A trained model's metric carries a percentile-bootstrap 95% CI over the test photos. A
+# reproduction that moves by less than the committed interval's own half-width cannot be
+# told from a resampling of the test photos; more than that could change what a reader
+# concludes from the table, so it fails.
+TOLERANCE_HALF_WIDTHS = 1.0
+INTERVAL_FIELDS = ("mean", "ci95_low", "ci95_high")
+
+# Properties of the machine and the moment, not results: never equal across runs.
+MACHINE_KEYS = ("seconds", "files_per_s", "images_per_s", "workers")
+# Derived from trained models only, with no interval to judge a move by.
+INFORMATIONAL_FILES = ("reports/ranking.json",)
+
+# Every file with numbers the pipeline writes: the headline (reports/summary, what
+# `dvc metrics show` presents) and the full per-stage files behind it.
+COMPARED_FILES = ("reports/preprocess.json", "reports/ranking.json", "reports/summary/*.json",
+                  "reports/eval/*/metrics.json", "reports/train/*/metrics.json")
+
+TRAIN_METRICS = re.compile(r"reports/train/(?P<model>[^/]+)/metrics\.json")
+EVAL_METRICS = re.compile(r"reports/eval/(?P<model>[^/]+)/metrics\.json")
+# The headline repeats the eval means (judged there, by their intervals) and the rank;
+# only the baseline's row is deterministic.
+SUMMARY_METRICS = re.compile(r"reports/summary/(?P<model>[^/]+)\.json")
+SUMMARY_BASELINE = "reports/summary/baseline.json"
+NOTHING_COMPARED = "no metrics to compare: were reports/ committed and did `dvc repro` run?"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compared value; ``allowed`` is the tolerance as a reader should see it."""
+
+    path: str
+    metric: str
+    committed: Value | None
+    reproduced: Value | None
+    allowed: str
+    rule: Rule
+    status: Status
+    reason: str = ""  # why it failed, in words, for the log
+
+    @property
+    def change(self) -> float | None:
+        a, b = self.committed, self.reproduced
+        return b - a if _is_number(a) and _is_number(b) else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: list[Row]
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "FAIL"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def table(self) -> str:
+        """The rows that changed, `dvc metrics diff`-style, failures first."""
+        changed = sorted((r for r in self.rows if r.status != "ok"),
+                         key=lambda r: (r.status != "FAIL", r.path, r.metric))
+        if not changed:
+            return ""
+        head = ("Path", "Metric", "HEAD", "workspace", "Change", "Allowed", "Status")
+        body = [(r.path, r.metric, _fmt(r.committed), _fmt(r.reproduced),
+                 "" if r.change is None else f"{r.change:+.4g}", r.allowed, r.status)
+                for r in changed]
+        widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                         for line in (head, *body))
+
+    def reasons(self) -> list[str]:
+        """One self-contained line per failure: what differs and why that matters."""
+        return [f"FAIL {r.reason}" for r in self.failed]
+
+    def summary(self) -> str:
+        metrics = [r for r in self.rows if r.rule in ("deterministic", "interval", "informational")]
+        data = [r for r in self.rows if r.rule == "data"]
+        other = sum(r.status == "FAIL" for r in self.rows if r.rule == "presence")
+        line = (f"{len(metrics)} metrics compared: "
+                f"{sum(r.status == 'ok' for r in metrics)} identical, "
+                f"{sum(r.status == 'moved' and r.rule != 'informational' for r in metrics)} within tolerance, "
+                f"{sum(r.status == 'moved' and r.rule == 'informational' for r in metrics)} informational moved, "
+                f"{sum(r.status == 'FAIL' for r in metrics)} failed; "
+                f"{sum(r.status == 'ok' for r in data)} of {len(data)} data outputs byte-identical")
+        return line + (f"; {other} missing files or stages" if other else "")
+
+
+def compare_runs(committed: dict[str, Metrics], reproduced: dict[str, Metrics],
+                 committed_lock: dict[str, Any], reproduced_lock: dict[str, Any]) -> Comparison:
+    """Judge ``reproduced`` against ``committed`` (each file's flat metrics, keyed by repo
+    path: :func:`load_metrics`) and the data hashes of the two parsed dvc.lock."""
+    rows = _compare_data(committed_lock, reproduced_lock)
+    for path in sorted(committed.keys() | reproduced.keys()):
+        old, new = committed.get(path), reproduced.get(path)
+        if not old or not new:
+            rows.append(_missing_file(path, old, new))
+            continue
+        rows += [_compare_metric(path, name, old, new) for name in sorted(old.keys() | new.keys())]
+    if not committed and not reproduced:
+        rows.append(Row("", "", None, None, "", "presence", "FAIL", NOTHING_COMPARED))
+    return Comparison(rows)
+
+
+def flatten_metrics(data: dict[str, Any], prefix: str = "") -> Metrics:
+    """A metrics file as dvc sees it: nested keys dotted, numbers/bools/strings kept,
+    lists, nulls and empty objects dropped (``dvc.repo.metrics.show._extract_metrics``)."""
+    flat: Metrics = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_compared(path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in COMPARED_FILES)
+
+
+def load_metrics(texts: Mapping[str, str]) -> dict[str, Metrics]:
+    """``{path: file text}`` of the compared files -> ``{path: flat metrics}``."""
+    return {path: flatten_metrics(json.loads(text)) for path, text in sorted(texts.items()) if is_compared(path)}
+
+
+# -- rules ---------------------------------------------------------------------------
+
+
+def _compare_data(committed_lock: dict[str, Any], reproduced_lock: dict[str, Any]) -> list[Row]:
+    rows = []
+    for stage in DATA_STAGES:
+        old, new = _outs(committed_lock, stage), _outs(reproduced_lock, stage)
+        if old is None or new is None:
+            side = "committed" if old is None else "reproduced"
+            rows.append(Row("dvc.lock", f"stages.{stage}", None, None, "present", "presence", "FAIL",
+                            f"stage {stage} is not in the {side} dvc.lock: cannot check the data "
+                            f"is byte-identical"))
+            continue
+        for path in sorted(old.keys() | new.keys()):
+            if path.startswith(VALUE_CHECKED_OUTS):
+                continue
+            a, b = old.get(path), new.get(path)
+            same = a is not None and a == b
+            rows.append(Row(path, f"md5 ({stage})", a, b, "identical", "data", "ok" if same else "FAIL",
+                            "" if same else
+                            f"stage {stage}: {path} is not byte-identical to the committed run "
+                            f"(md5 {a} -> {b}), so every downstream stage differs"))
+    return rows
+
+
+def _outs(lock: dict[str, Any], stage: str) -> dict[str, str | None] | None:
+    entry = (lock.get("stages") or {}).get(stage)
+    return None if entry is None else {out["path"]: out.get("md5") for out in entry.get("outs", [])}
+
+
+def _missing_file(path: str, old: Metrics | None, new: Metrics | None) -> Row:
+    match = TRAIN_METRICS.fullmatch(path) or EVAL_METRICS.fullmatch(path) or SUMMARY_METRICS.fullmatch(path)
+    what = f"model {match['model']}: {path}" if match else path
+    reason = f"{what} is missing now" if not new else f"{what} is new (not in the committed run)"
+    return Row(path, "(file)", "present" if old else None, "present" if new else None,
+               "present", "presence", "FAIL", reason)
+
+
+def _compare_metric(path: str, name: str, old: Metrics, new: Metrics) -> Row:
+    a, b = old.get(name), new.get(name)
+    rule, tolerance = _rule(path, name, old)
+    allowed = {"deterministic": f"rel {DETERMINISTIC_REL_TOL:g}" if _is_float_pair(a, b) else "exact",
+               "interval": f"±{tolerance:.3g}", "informational": "info"}[rule]
+    row = Row(path, name, a, b, allowed, rule, "ok")
+    if a is None or b is None:
+        return _fail(row, f"{name} is missing now" if b is None else f"{name} is new (not in the committed run)")
+    if rule == "informational":
+        return row if a == b else _moved(row)
+    if rule == "interval":
+        return _compare_interval(row, new, tolerance)
+    if _is_float_pair(a, b):
+        if a == b:
+            return row
+        if math.isclose(a, b, rel_tol=DETERMINISTIC_REL_TOL, abs_tol=ABS_FLOOR):
+            return _moved(row)
+        return _fail(row, f"{name} is deterministic: {a!r} -> {b!r} exceeds relative {DETERMINISTIC_REL_TOL:g}")
+    if a == b and type(a) is type(b):
+        return row
+    return _fail(row, f"{name} must be equal: {a!r} -> {b!r}")
+
+
+def _compare_interval(row: Row, new: Metrics, tolerance: float) -> Row:
+    a, b = row.committed, row.reproduced
+    if not (_is_number(a) and _is_number(b)):
+        return _fail(row, f"{row.metric} is not a number: {a!r} -> {b!r}")
+    stem = row.metric.rsplit(".", 1)[0]
+    low, high = new.get(f"{stem}.ci95_low"), new.get(f"{stem}.ci95_high")
+    # an inverted interval is reported once, on its low bound
+    if row.metric.endswith(".ci95_low") and _is_number(low) and _is_number(high) and low > high:
+        return _fail(row, f"{stem}: reproduced interval is inverted (ci95_low {low} > ci95_high {high})")
+    if a == b:
+        return row
+    if abs(b - a) <= tolerance + ABS_FLOOR:
+        return _moved(row)
+    widths = abs(b - a) / (tolerance / TOLERANCE_HALF_WIDTHS) if tolerance else math.inf
+    return _fail(row, f"{row.metric} moved {a!r} -> {b!r}, {widths:.2f} committed CI half-widths "
+                      f"(allowed {TOLERANCE_HALF_WIDTHS:g}): more than resampling the test photos explains")
+
+
+def _rule(path: str, name: str, committed: Metrics) -> tuple[Rule, float]:
+    """Which rule judges ``name`` in ``path``, and its absolute tolerance if an interval."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in MACHINE_KEYS:
+        return "informational", math.inf
+    if path in DETERMINISTIC_FILES or path == SUMMARY_BASELINE:
+        return "deterministic", 0.0
+    if SUMMARY_METRICS.fullmatch(path):
+        return "informational", math.inf
+    if TRAIN_METRICS.fullmatch(path):
+        parts = re.split(r"[./]", name)
+        if name in TRAIN_DETERMINISTIC_KEYS or any(p.startswith(BASELINE_PREFIX) for p in parts):
+            return "deterministic", 0.0
+        return "informational", math.inf
+    if EVAL_METRICS.fullmatch(path):
+        stem = name.rsplit(".", 1)[0]
+        low, high = committed.get(f"{stem}.ci95_low"), committed.get(f"{stem}.ci95_high")
+        if leaf in INTERVAL_FIELDS and _is_number(low) and _is_number(high):
+            return "interval", TOLERANCE_HALF_WIDTHS * abs(high - low) / 2
+        # provenance and architecture say what was measured: a change is never rounding
+        if name in EVAL_EXACT_KEYS or isinstance(committed.get(name), str):
+            return "deterministic", 0.0
+        return "informational", math.inf
+    if path in INFORMATIONAL_FILES:
+        return "informational", math.inf
+    return "deterministic", 0.0  # a metrics file nobody classified yet: strict until someone does
+
+
+def _moved(row: Row) -> Row:
+    return replace(row, status="moved")
+
+
+def _fail(row: Row, reason: str) -> Row:
+    return replace(row, status="FAIL", reason=f"{row.path}: {reason}")
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_float_pair(a: object, b: object) -> bool:
+    """Two numbers of which one is a float: compared with a tolerance; ints are exact."""
+    return _is_number(a) and _is_number(b) and (isinstance(a, float) or isinstance(b, float))
+
+
+def _fmt(value: Value | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

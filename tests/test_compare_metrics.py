@@ -1,0 +1,158 @@
+"""The CI comparator's policy, on the real committed reports and dvc.lock (no DVC run)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS,
+                                Comparison, Metrics, compare_runs, flatten_metrics, is_compared, load_metrics)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "C"  # a trained model with a CI on every test metric
+EVAL = f"reports/eval/{MODEL}/metrics.json"
+BASELINE = "reports/eval/baseline/metrics.json"
+
+
+@pytest.fixture(scope="module")
+def committed() -> dict[str, Metrics]:
+    """Every numbers file of the committed run, flattened as dvc flattens metrics."""
+    if not (ROOT / EVAL).is_file():
+        pytest.skip("the committed reports/ are not in this checkout")
+    texts = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "reports").rglob("*.json")}
+    return load_metrics(texts)
+
+
+@pytest.fixture(scope="module")
+def lock() -> dict:
+    return yaml.safe_load((ROOT / "dvc.lock").read_text())
+
+
+def changed(metrics: dict[str, Metrics], path: str, name: str, value: object) -> dict[str, Metrics]:
+    out = copy.deepcopy(metrics)
+    out[path][name] = value
+    return out
+
+
+def half_width(metrics: dict[str, Metrics], path: str, stem: str) -> float:
+    return (metrics[path][f"{stem}.ci95_high"] - metrics[path][f"{stem}.ci95_low"]) / 2
+
+
+def row(result: Comparison, path: str, name: str):
+    return next(r for r in result.rows if (r.path, r.metric) == (path, name))
+
+
+def test_identical_runs_pass(committed, lock):
+    result = compare_runs(committed, copy.deepcopy(committed), lock, copy.deepcopy(lock))
+    assert result.passed, result.reasons()
+    assert all(r.status == "ok" for r in result.rows)
+    assert result.table() == ""
+    n = sum(len(m) for m in committed.values())
+    assert result.summary().startswith(f"{n} metrics compared: {n} identical")
+    assert "0 failed" in result.summary()
+
+
+@pytest.mark.parametrize("widths, passes", [(0.5, True), (1.5, False)])
+def test_trained_metric_within_one_half_width(committed, lock, widths, passes):
+    value = committed[EVAL]["psnr.mean"] + widths * half_width(committed, EVAL, "psnr")
+    result = compare_runs(committed, changed(committed, EVAL, "psnr.mean", value), lock, lock)
+    assert result.passed is passes
+    assert row(result, EVAL, "psnr.mean").status == ("moved" if passes else "FAIL")
+    if not passes:
+        assert len(result.failed) == 1
+        assert EVAL in result.reasons()[0] and "psnr.mean" in result.reasons()[0]
+        assert f"allowed {TOLERANCE_HALF_WIDTHS:g}" in result.reasons()[0]
+
+
+def test_inverted_interval_fails(committed, lock):
+    low = committed[EVAL]["ssim.ci95_high"] + 1e-6  # inside the tolerance, but low > high
+    result = compare_runs(committed, changed(committed, EVAL, "ssim.ci95_low", low), lock, lock)
+    assert [("ssim.ci95_low", True)] == [(r.metric, "inverted" in r.reason) for r in result.failed]
+
+
+def test_baseline_is_deterministic(committed, lock):
+    ssim = committed[BASELINE]["ssim.mean"]
+    result = compare_runs(committed, changed(committed, BASELINE, "ssim.mean", ssim * (1 + 1e-3)), lock, lock)
+    assert not result.passed
+    assert BASELINE in result.reasons()[0] and "ssim.mean" in result.reasons()[0]
+    # the drift measured under baseline SIMD (fid's matrix square root) stays within tolerance
+    fid = committed[BASELINE]["fid"]
+    result = compare_runs(committed, changed(committed, BASELINE, "fid", fid * (1 + 2e-5)), lock, lock)
+    assert result.passed and row(result, BASELINE, "fid").allowed == f"rel {DETERMINISTIC_REL_TOL:g}"
+
+
+def test_trained_fid_is_informational(committed, lock):
+    fid = committed[EVAL]["fid"]
+    result = compare_runs(committed, changed(committed, EVAL, "fid", fid * 1.1), lock, lock)
+    assert result.passed
+    assert row(result, EVAL, "fid").status == "moved"
+    assert "1 informational moved" in result.summary()
+
+
+def test_missing_model_fails_naming_it(committed, lock):
+    reproduced = copy.deepcopy(committed)
+    del reproduced[EVAL]
+    result = compare_runs(committed, reproduced, lock, lock)
+    assert not result.passed
+    assert [f"model {MODEL}" in line and "missing now" in line for line in result.reasons()] == [True]
+
+
+def test_missing_and_new_metric_fail(committed, lock):
+    reproduced = copy.deepcopy(committed)
+    del reproduced[EVAL]["fid"]  # informational values still have to be there
+    reproduced[EVAL]["extra"] = 1.0
+    result = compare_runs(committed, reproduced, lock, lock)
+    assert {(r.metric, r.reason.split(": ", 1)[1]) for r in result.failed} == {
+        ("fid", "fid is missing now"), ("extra", "extra is new (not in the committed run)")}
+
+
+def test_provenance_must_be_equal(committed, lock):
+    result = compare_runs(committed, changed(committed, EVAL, "provenance.lpips", "alexnet: pretrained"),
+                          lock, lock)
+    assert not result.passed and "provenance.lpips" in result.reasons()[0]
+
+
+def test_data_must_be_byte_identical(committed, lock):
+    reproduced_lock = copy.deepcopy(lock)
+    shards = next(o for o in reproduced_lock["stages"]["preprocess"]["outs"] if o["path"] == "data/shards")
+    shards["md5"] = "0" * 32 + ".dir"
+    result = compare_runs(committed, committed, lock, reproduced_lock)
+    assert not result.passed
+    [reason] = result.reasons()
+    assert "preprocess" in reason and "data/shards" in reason and "not byte-identical" in reason
+
+
+def test_nothing_to_compare_fails():
+    result = compare_runs({}, {}, {}, {})
+    assert not result.passed
+    assert f"FAIL {NOTHING_COMPARED}" in result.reasons()
+
+
+def test_table_lists_failures_first(committed, lock):
+    reproduced = changed(committed, EVAL, "fid", committed[EVAL]["fid"] * 1.1)  # moved, sorts first by path
+    psnr = committed[BASELINE]["psnr.mean"]
+    reproduced[BASELINE]["psnr.mean"] = psnr + 1.0  # FAIL, sorts later by path
+    lines = compare_runs(committed, reproduced, lock, lock).table().splitlines()
+    assert lines[0].split() == ["Path", "Metric", "HEAD", "workspace", "Change", "Allowed", "Status"]
+    assert lines[1].startswith(BASELINE) and lines[1].endswith("FAIL")
+    assert lines[2].startswith(EVAL) and lines[2].endswith("moved")
+    assert len(lines) == 3
+
+
+def test_every_numbers_file_is_compared(committed):
+    assert {"reports/preprocess.json", "reports/ranking.json", EVAL, BASELINE,
+            f"reports/train/{MODEL}/metrics.json"} <= committed.keys()
+    assert is_compared("reports/summary/baseline.json") and not is_compared("reports/figures/x.json")
+
+
+def test_flatten_matches_dvc(committed):
+    """Our flattening must name metrics exactly as `dvc metrics diff` does."""
+    show = pytest.importorskip("dvc.repo.metrics.show")
+    from dvc.utils.flatten import flatten
+    for path in committed:
+        data = json.loads((ROOT / path).read_text())
+        assert flatten_metrics(data) == flatten(show._extract_metrics(data, path)), path
