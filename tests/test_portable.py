@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from colorstudy.config import DataParams, load_params, section
@@ -37,8 +38,15 @@ SAMPLE_SHARDS_SHA256 = {
     "val-00000.arrow": "f875d6f2c65f0eb873cd1b281fbd5078596238706e63677c09995c9c3711d13d",
 }
 
-# numpy's dispatch down to its x86-64-v2 baseline, torch's kernels to their scalar default
-BASELINE_SIMD_ENV = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR X86_V3", "ATEN_CPU_CAPABILITY": "default"}
+# Other CPUs, simulated by turning dispatch down: an AVX2-only machine (torch's AVX2
+# kernels, numpy without AVX-512) and a bare x86-64-v2 one (torch's scalar kernels);
+# libjpeg-turbo down to SSE2 in both (the sample set has a JPEG).
+OTHER_CPUS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+             "JSIMD_FORCESSE2": "1"},
+    "x86-64-v2": {"ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR X86_V3",
+                  "JSIMD_FORCESSE2": "1"},
+}
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -59,7 +67,8 @@ def test_sample_shards_have_the_pinned_bytes(sample, tmp_path):
     assert digests(tmp_path / "shards") == SAMPLE_SHARDS_SHA256
 
 
-def test_shards_do_not_depend_on_the_cpus_simd_width(sample, tmp_path):
+@pytest.mark.parametrize("cpu", sorted(OTHER_CPUS))
+def test_shards_do_not_depend_on_the_cpus_simd_width(sample, tmp_path, cpu):
     raw, params = sample
     preprocess(raw, tmp_path / "here", params, workers=1, progress=False)
     script = (
@@ -68,5 +77,21 @@ def test_shards_do_not_depend_on_the_cpus_simd_width(sample, tmp_path):
     )
     subprocess.run([sys.executable, "-c", script, str(raw), str(tmp_path / "baseline"),
                     json.dumps(dataclasses.asdict(params))],
-                   env={**os.environ, **BASELINE_SIMD_ENV}, check=True)
+                   env={**os.environ, **OTHER_CPUS[cpu]}, check=True)
     assert digests(tmp_path / "baseline") == digests(tmp_path / "here")
+
+
+def test_portable_lab_agrees_with_skimage(sample):
+    """The exact-arithmetic conversion is still the CIE Lab of skimage, to float32 precision."""
+    from PIL import Image
+    from skimage.color import rgb2lab
+
+    from colorstudy.lab import rgb_to_lab_np
+
+    raw, _ = sample
+    photo = np.asarray(Image.open(next(p for p in sorted(raw.rglob("*.png")))).convert("RGB"))
+    ours = rgb_to_lab_np(photo)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - rgb2lab(photo)).max() < 2e-4
+    every_byte = np.stack(np.meshgrid(*[np.arange(0, 256, 5, dtype=np.uint8)] * 3), axis=-1)  # 52^3 colors
+    assert np.abs(rgb_to_lab_np(every_byte) - rgb2lab(every_byte)).max() < 2e-4

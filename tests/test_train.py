@@ -126,10 +126,36 @@ def test_missing_imagenet_weights_stop_before_training(faces_shards, study_param
 
 
 def test_identical_payloads_give_identical_checkpoint_files(tmp_path):
-    payload = {"generator": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3, "history": [{"val/ab_l1": 0.1}]}
-    checkpoint.save(tmp_path / "a" / "last.pt", payload)
-    checkpoint.save(tmp_path / "b" / "best.pt", payload)  # another name, another folder: same bytes
+    def payload() -> dict:  # fresh objects each call, strings built at run time, as a training loop makes them
+        names = [f"val/{name}" for name in ("ab_l1", "delta_e76")]
+        return {"generator": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3,
+                "history": [{names[0]: 0.1, names[1]: 20.0}, {f"val/{'ab_l1'}": 0.09, f"val/{'delta_e76'}": 19.0}]}
+
+    checkpoint.save(tmp_path / "a" / "last.pt", payload())
+    checkpoint.save(tmp_path / "b" / "best.pt", payload())  # another name, another folder: same bytes
     assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "b" / "best.pt", shallow=False)
-    checkpoint.save(tmp_path / "c.pt", {**payload, "epoch": 4})
+    # what a resumed run saves: the history as the unpickler rebuilt it
+    loaded = checkpoint.load(tmp_path / "a" / "last.pt")
+    loaded.pop("format")
+    checkpoint.save(tmp_path / "resumed.pt", loaded)
+    assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "resumed.pt", shallow=False)
+    checkpoint.save(tmp_path / "c.pt", {**payload(), "epoch": 4})
     assert not filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "c.pt", shallow=False)
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_other_data_does_not_resume_a_stale_checkpoint(faces_shards, study_params, tmp_path, monkeypatch, capsys):
+    from colorstudy.data.shards import LabShards
+
+    study_params["train"].update(epochs=2, decay_epochs=0)
+    run = resolve_model(study_params, "A")
+    _train({**run, "train": {**run["train"], "epochs": 1}}, faces_shards, tmp_path)  # a run cut short
+    assert checkpoint.load(tmp_path / "models/last.pt")["data"]["shards_sha256"] == LabShards(faces_shards).fingerprint()
+    partial = {**checkpoint.load(tmp_path / "models/last.pt"), "run": run}
+    partial.pop("format")
+    checkpoint.save(tmp_path / "models/last.pt", partial)  # now it is resumable for `run` ...
+    monkeypatch.setattr(LabShards, "fingerprint", lambda self: "other photos")  # ... but not on other data
+    capsys.readouterr()
+    _train(run, faces_shards, tmp_path)
+    assert "resuming" not in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "models/last.pt")["data"] == {"shards_sha256": "other photos"}

@@ -54,14 +54,14 @@ def _canonical(obj: Any) -> Any:
     # equal payloads whose strings are shared differently (a resumed run's history came
     # from the unpickler, an uninterrupted one's from f-strings) pickle to other bytes.
     # Interning makes every equal string one object, and fresh containers share none.
-    if isinstance(obj, str):
+    if type(obj) is str:  # not a subclass (np.str_): intern takes only str
         return sys.intern(obj)
     if isinstance(obj, dict):
         fresh = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
         if hasattr(obj, "_metadata"):  # a state_dict's module versions
             fresh._metadata = _canonical(obj._metadata)
         return fresh
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):  # not a namedtuple, whose constructor takes fields
         return type(obj)(_canonical(v) for v in obj)
     return obj
 

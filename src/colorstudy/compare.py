@@ -38,9 +38,6 @@ Rule = Literal["data", "deterministic", "interval", "informational", "presence"]
 # (exact float32 Lab, no SIMD-dependent kernels), so any md5 change is a real change of
 # the data, and then every downstream number differs for a reason other than rounding.
 DATA_STAGES = ("download", "preprocess")
-# Outs under reports/ are metrics files, judged value by value below: preprocess.json
-# records wall-clock time and the worker count, so its bytes differ on every run.
-VALUE_CHECKED_OUTS = "reports/"
 
 # No trained weights go into these, so they repeat up to float rounding. Measured under
 # baseline SIMD (numpy and torch dispatch turned down to x86-64-v2 / scalar kernels): only fid (its matrix square root) and the gray image's
@@ -64,8 +61,6 @@ EVAL_EXACT_KEYS = ("n_images",)
 TOLERANCE_HALF_WIDTHS = 1.0
 INTERVAL_FIELDS = ("mean", "ci95_low", "ci95_high")
 
-# Properties of the machine and the moment, not results: never equal across runs.
-MACHINE_KEYS = ("seconds", "files_per_s", "images_per_s", "workers")
 # Derived from trained models only, with no interval to judge a move by.
 INFORMATIONAL_FILES = ("reports/ranking.json",)
 
@@ -196,8 +191,6 @@ def _compare_data(committed_lock: dict[str, Any], reproduced_lock: dict[str, Any
                             f"is byte-identical"))
             continue
         for path in sorted(old.keys() | new.keys()):
-            if path.startswith(VALUE_CHECKED_OUTS):
-                continue
             a, b = old.get(path), new.get(path)
             same = a is not None and a == b
             rows.append(Row(path, f"md5 ({stage})", a, b, "identical", "data", "ok" if same else "FAIL",
@@ -264,8 +257,6 @@ def _compare_interval(row: Row, new: Metrics, tolerance: float) -> Row:
 def _rule(path: str, name: str, committed: Metrics) -> tuple[Rule, float]:
     """Which rule judges ``name`` in ``path``, and its absolute tolerance if an interval."""
     leaf = name.rsplit(".", 1)[-1]
-    if leaf in MACHINE_KEYS:
-        return "informational", math.inf
     if path in DETERMINISTIC_FILES or path == SUMMARY_BASELINE:
         return "deterministic", 0.0
     if SUMMARY_METRICS.fullmatch(path):

@@ -953,8 +953,8 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
         ckpt = r.summary.get("checkpoint", {})
         model_rows.append([r.model_id, str(spec.get("generator", ckpt.get("architecture", "?"))),
                            _objective(params, r.model_id), _training_backbones(r.summary),
-                           f"{ckpt.get('best_epoch', '?')} of {ckpt.get('epoch', '?')}"])
-    doc.table(["id", "generator", "objective (term λ)", "training backbones", "checkpoint epoch (best of run)"],
+                           f"{ckpt.get('best_epoch', '?')} of {ckpt.get('epochs', '?')}"])
+    doc.table(["id", "generator", "objective (term λ)", "training backbones", "selected checkpoint (epoch of run)"],
               model_rows)
     doc.heading(3, "Backbone weights")
     doc.bullets([f"LPIPS (AlexNet trunk, v0.1 heads): {lpips_label}",
@@ -992,7 +992,7 @@ def _caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequence[Mod
     elif n < 100:
         out.append(f"{n} test images: small differences between models are within noise (see the intervals)")
     epochs = [r.summary.get("checkpoint", {}) for r in models]
-    first = [r.model_id for r, c in zip(models, epochs) if c.get("best_epoch") == 1 and (c.get("epoch") or 0) > 1]
+    first = [r.model_id for r, c in zip(models, epochs) if c.get("best_epoch") == 1 and (c.get("epochs") or 0) > 1]
     if first:
         out.append(f"{len(first)} of {len(models)} models are scored on their epoch-1 checkpoint (validation "
                    f"ab-L1 never improved after it): {', '.join(first)}")

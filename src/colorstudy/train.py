@@ -150,9 +150,10 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
 
     work_dir = Path(resume_dir) if resume_dir is not None else out_dir
     last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
-    if last_path.exists():  # resume, but only a run of exactly this spec
+    data = {"shards_sha256": shards.fingerprint()}
+    if last_path.exists():  # resume, but only a run of exactly this spec on exactly these data
         saved = checkpoint.load(last_path, map_location=device)
-        if saved.get("run") == run:
+        if saved.get("run") == run and saved.get("data") == data:
             generator.load_state_dict(saved["generator"])
             opt_g.load_state_dict(saved["opt_g"])
             if discriminator is not None:
@@ -230,7 +231,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
             state["best"] = {"epoch": epoch + 1, "ab_l1": val["ab_l1"], "delta_e76": val["delta_e76"]}
         payload = {
             "model_id": model_id, "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
-            "run": run, "epoch": state["epoch"], "step": state["epoch"] * steps_per_epoch,
+            "run": run, "data": data, "epoch": state["epoch"], "step": state["epoch"] * steps_per_epoch,
             "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
             "discriminator": discriminator.state_dict() if discriminator is not None else None,
             "opt_d": opt_d.state_dict() if opt_d is not None else None,

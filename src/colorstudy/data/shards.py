@@ -464,6 +464,16 @@ class LabShards:
     def __len__(self) -> int:
         return len(self.manifest)
 
+    def fingerprint(self) -> str:
+        """sha256 over the manifest and every shard's bytes: which data a checkpoint saw."""
+        digest = hashlib.sha256()
+        for path in [self.root / MANIFEST, *(self.root / s for s in sorted(set(self.manifest["shard"])))]:
+            digest.update(path.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
     def rows(self, split: str) -> pd.DataFrame:
         """Manifest rows of ``split`` in tensor order (row ``i`` describes ``L[i]``)."""
         if split not in SPLITS:
