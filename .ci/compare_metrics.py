@@ -4,13 +4,13 @@ Training in float32 is deterministic on one machine but not across CPUs: another
 width takes other rounding paths, so trained models' metrics move a little. The policy
 (src/colorstudy/compare.py, where each constant is justified):
 * data outputs of download/preprocess in dvc.lock must be byte-identical (equal md5);
-* deterministic metrics (preprocess counts, the grayscale baseline, training's baseline
-  scores, step, lr) must match to relative 1e-4;
+* deterministic metrics (preprocess counts, the grayscale baseline) must match to
+  relative 1e-4;
 * a trained model's test metric must stay within one committed 95%-CI half-width;
-* other trained-model values (fid, epochs, losses, rank) are shown when they moved,
+* other trained-model values (fid, selected epoch, rank) are shown when they moved,
   never failing; a missing or new value or file always fails.
-Every numbers file is compared (compare.COMPARED_FILES), not only the headline metrics
-that `dvc metrics diff` shows.
+Every git-tracked numbers file is compared (compare.COMPARED_FILES), not only the
+headline metrics that `dvc metrics diff` shows.
 """
 
 import subprocess

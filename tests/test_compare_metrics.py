@@ -145,7 +145,7 @@ def test_table_lists_failures_first(committed, lock):
 
 def test_every_numbers_file_is_compared(committed):
     assert {"reports/preprocess.json", "reports/ranking.json", EVAL, BASELINE,
-            f"reports/train/{MODEL}/metrics.json"} <= committed.keys()
+            "reports/summary/baseline.json", f"reports/summary/{MODEL}.json"} <= committed.keys()
     assert is_compared("reports/summary/baseline.json") and not is_compared("reports/figures/x.json")
 
 

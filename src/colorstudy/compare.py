@@ -8,10 +8,10 @@ too loose (it hides a broken data pipeline), so each value gets the tolerance it
 earns:
 
 * data outputs in ``dvc.lock``: byte-identical (equal md5);
-* deterministic metrics (preprocess counts, the baseline, training's baseline/step/lr):
-  relative 1e-4;
+* deterministic metrics (preprocess counts, the grayscale baseline's evaluation and
+  headline row): relative 1e-4;
 * trained models' test metrics with a bootstrap CI: one committed CI half-width;
-* other trained-model values (fid, epochs, losses, ranking): shown when they move, never
+* other trained-model values (fid, selected epoch, rank): shown when they move, never
   failing; a value or file missing on either side always fails.
 
 :func:`compare_runs` is pure (parsed JSON and YAML in, a :class:`Comparison` out);
@@ -47,10 +47,6 @@ DETERMINISTIC_FILES = ("reports/preprocess.json", "reports/eval/baseline/metrics
 DETERMINISTIC_REL_TOL = 1e-4
 # Below this, differences are rounding of values that are zero in exact arithmetic.
 ABS_FLOOR = 1e-9
-# In reports/train/<id>/metrics.json, the grayscale baseline's validation scores and the
-# schedule (step count, final lr) do not depend on the trained weights.
-TRAIN_DETERMINISTIC_KEYS = ("step", "lr")
-BASELINE_PREFIX = "baseline"
 # In reports/eval/<id>/metrics.json: the test-set size is data, not training.
 EVAL_EXACT_KEYS = ("n_images",)
 
@@ -67,9 +63,8 @@ INFORMATIONAL_FILES = ("reports/ranking.json",)
 # Every file with numbers the pipeline writes: the headline (reports/summary, what
 # `dvc metrics show` presents) and the full per-stage files behind it.
 COMPARED_FILES = ("reports/preprocess.json", "reports/ranking.json", "reports/summary/*.json",
-                  "reports/eval/*/metrics.json", "reports/train/*/metrics.json")
+                  "reports/eval/*/metrics.json")
 
-TRAIN_METRICS = re.compile(r"reports/train/(?P<model>[^/]+)/metrics\.json")
 EVAL_METRICS = re.compile(r"reports/eval/(?P<model>[^/]+)/metrics\.json")
 # The headline repeats the eval means (judged there, by their intervals) and the rank;
 # only the baseline's row is deterministic.
@@ -206,7 +201,7 @@ def _outs(lock: dict[str, Any], stage: str) -> dict[str, str | None] | None:
 
 
 def _missing_file(path: str, old: Metrics | None, new: Metrics | None) -> Row:
-    match = TRAIN_METRICS.fullmatch(path) or EVAL_METRICS.fullmatch(path) or SUMMARY_METRICS.fullmatch(path)
+    match = EVAL_METRICS.fullmatch(path) or SUMMARY_METRICS.fullmatch(path)
     what = f"model {match['model']}: {path}" if match else path
     reason = f"{what} is missing now" if not new else f"{what} is new (not in the committed run)"
     return Row(path, "(file)", "present" if old else None, "present" if new else None,
@@ -260,11 +255,6 @@ def _rule(path: str, name: str, committed: Metrics) -> tuple[Rule, float]:
     if path in DETERMINISTIC_FILES or path == SUMMARY_BASELINE:
         return "deterministic", 0.0
     if SUMMARY_METRICS.fullmatch(path):
-        return "informational", math.inf
-    if TRAIN_METRICS.fullmatch(path):
-        parts = re.split(r"[./]", name)
-        if name in TRAIN_DETERMINISTIC_KEYS or any(p.startswith(BASELINE_PREFIX) for p in parts):
-            return "deterministic", 0.0
         return "informational", math.inf
     if EVAL_METRICS.fullmatch(path):
         stem = name.rsplit(".", 1)[0]
