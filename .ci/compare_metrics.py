@@ -7,7 +7,7 @@ width takes other rounding paths, so trained models' metrics move a little. The 
 * deterministic metrics (preprocess counts, the grayscale baseline) must match to
   relative 1e-4;
 * a trained model's test metric must stay within one committed 95%-CI half-width;
-* other trained-model values (fid, selected epoch, rank) are shown when they moved,
+* other trained-model values (fid, colorfulness, selected epoch, rank) are shown when they moved,
   never failing; a missing or new value or file always fails.
 Every git-tracked numbers file is compared (compare.COMPARED_FILES), not only the
 headline metrics that `dvc metrics diff` shows.

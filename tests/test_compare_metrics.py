@@ -156,3 +156,14 @@ def test_flatten_matches_dvc(committed):
     for path in committed:
         data = json.loads((ROOT / path).read_text())
         assert flatten_metrics(data) == flatten(show._extract_metrics(data, path)), path
+
+
+def test_output_colorfulness_is_informational_its_error_is_not(committed, lock):
+    """Measured across CPUs: colorfulness moved 29 half-widths of its (tiny) interval."""
+    moved = changed(committed, EVAL, "colorfulness.mean", committed[EVAL]["colorfulness.mean"] * 1.085)
+    result = compare_runs(committed, moved, lock, lock)
+    assert result.passed and row(result, EVAL, "colorfulness.mean").status == "moved"
+    stem = "delta_colorfulness"
+    worse = changed(committed, EVAL, f"{stem}.mean",
+                    committed[EVAL][f"{stem}.mean"] + 2 * half_width(committed, EVAL, stem))
+    assert not compare_runs(committed, worse, lock, lock).passed
