@@ -653,9 +653,7 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / FIGURES
-    fig_dir.mkdir(exist_ok=True)
-    for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.jpg")]:  # ours: no figure of a dropped model lingers
-        old.unlink()
+    _clear(fig_dir, "*.png", "*.jpg")
     figures: list[Path] = []
     colors = _colors(ids)
     with _style():
@@ -720,10 +718,11 @@ def headline_metrics(rows: Sequence[ModelResult], available: Sequence[str]) -> l
     return [m for m in (*HEADLINE_METRICS, *pretrained) if m in available]
 
 
-def _clear(directory: Path, pattern: str) -> None:
+def _clear(directory: Path, *patterns: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob(pattern):  # ours: a dropped model's file must not linger
-        old.unlink()
+    for pattern in patterns:
+        for old in directory.glob(pattern):  # ours: a dropped model's file must not linger
+            old.unlink()
 
 
 def _write_summary(summary_dir: Path, models: Sequence[ModelResult], baseline: ModelResult,
