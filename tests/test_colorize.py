@@ -40,7 +40,7 @@ def save_checkpoint(path: Path, model_id: str, arch: str, arch_kwargs: dict, mod
     checkpoint.save(path, {
         "model_id": model_id, "architecture": arch, "arch_kwargs": arch_kwargs,
         "run": {"image_size": TRAIN_SIZE, "model_id": model_id}, "generator": model.state_dict(),
-        "best": {"epoch": 1, "ab_l1": 0.0}, "provenance": {}, "epoch": 1})
+        "selected": {"epoch": 1, "criterion": "last", "ab_l1": 0.0}, "provenance": {}, "epoch": 1})
     return path
 
 
@@ -56,7 +56,7 @@ def models_dir(tmp_path_factory) -> Path:
     """``tiny``: a random unet; ``faces``: the same trained 200 L1 steps on 64 faces."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    save_checkpoint(root / "tiny" / "best.pt", "tiny", "unet", TINY, build_generator("unet", **TINY))
+    save_checkpoint(root / "tiny" / "selected.pt", "tiny", "unet", TINY, build_generator("unet", **TINY))
 
     torch.manual_seed(0)
     arch_kwargs = {"width": 8, "depth": 5}
@@ -70,7 +70,7 @@ def models_dir(tmp_path_factory) -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    save_checkpoint(root / "faces" / "best.pt", "faces", "unet", arch_kwargs, model)
+    save_checkpoint(root / "faces" / "selected.pt", "faces", "unet", arch_kwargs, model)
     return root
 
 

@@ -138,7 +138,7 @@ def test_queued_experiments_run_side_by_side_and_results_travel_through_a_remote
     assert "up to date" in dvc(clone, "status")
     assert ran(dvc(clone, "repro")) == set()
     out = subprocess.run([sys.executable, "-m", "colorstudy", "colorize", str(sorted((clone / "photos").iterdir())[0]),
-                          "-o", str(tmp_path / "colorized"), "--model", "data/models/A/best.pt", "--no-progress"],
+                          "-o", str(tmp_path / "colorized"), "--model", "data/models/A/selected.pt", "--no-progress"],
                          cwd=clone, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(list((tmp_path / "colorized").iterdir())) == 1

@@ -54,14 +54,14 @@ def make_checkpoint(path: Path, model_id: str, seed: int, perceptual: bool = Fal
     torch.manual_seed(seed)
     arch_kwargs = {"width": 4, "depth": 5}
     model = build_generator("unet", **arch_kwargs)
-    history = [{"train/l1": 1.0 / (e + 1), "val/ab_l1": 0.2 - 0.01 * e, "val/delta_e76": 20.0 - e} for e in range(3)]
+    history = [{"train/l1": 1.0 / (e + 1), "val/ab_l1": 0.2 - 0.01 * e, "val/ab_error": 20.0 - e} for e in range(3)]
     provenance = {"generator": {}}
     if perceptual:
         provenance["perceptual"] = {"backbone": "vgg16", "weights": "random", "note": RANDOM_NOTE}
     checkpoint.save(path, {
         "model_id": model_id, "architecture": "unet", "arch_kwargs": arch_kwargs,
         "run": {"model_id": model_id, "generator": "unet", "arch_kwargs": arch_kwargs}, "epoch": 3,
-        "best": {"epoch": 2, "ab_l1": 0.19, "delta_e76": 19.0}, "history": history,
+        "selected": {"epoch": 2, "criterion": "last", "ab_l1": 0.19, "ab_error": 19.0}, "history": history,
         "provenance": provenance, "generator": model.state_dict(),
     })
     return path
@@ -75,8 +75,8 @@ def study_files(tmp_path_factory) -> dict[str, Path]:
     if "study" not in _CACHE:
         root = tmp_path_factory.mktemp("study")
         _CACHE["study"] = {"root": root, "shards": make_shards(root),
-                           "A": make_checkpoint(root / "models/A/best.pt", "A", 1),
-                           "C": make_checkpoint(root / "models/C/best.pt", "C", 2, perceptual=True)}
+                           "A": make_checkpoint(root / "models/A/selected.pt", "A", 1),
+                           "C": make_checkpoint(root / "models/C/selected.pt", "C", 2, perceptual=True)}
     return _CACHE["study"]
 
 

@@ -218,42 +218,72 @@ def empty_torch_home(tmp_path, monkeypatch: pytest.MonkeyPatch):
     return tmp_path
 
 
-def test_resnet_unet_imagenet_offline_names_the_file(empty_torch_home) -> None:
+RESNET_GENERATORS = ("resnet_unet", "resnet_encdec")  # the ones with an ImageNet encoder
+
+
+def _fake_imagenet_resnet34(torch_home, seed: int) -> dict[str, torch.Tensor]:
+    """A random resnet34 state dict where the hub cache keeps the ImageNet file."""
+    from torchvision.models import resnet34
+
+    torch.manual_seed(seed)
+    state = resnet34(weights=None).state_dict()
+    cached = torch_home / "hub" / "checkpoints" / backbone("resnet34").file
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    return state
+
+
+@pytest.mark.parametrize("arch", RESNET_GENERATORS)
+def test_resnet_imagenet_offline_names_the_file(empty_torch_home, arch: str) -> None:
     with pytest.raises(MissingWeightsError, match=backbone("resnet34").file):
-        build_generator("resnet_unet", width=TINY_WIDTH, weights="imagenet")
+        build_generator(arch, width=TINY_WIDTH, weights="imagenet")
 
 
-def test_resnet_unet_imagenet_sums_the_rgb_filters(empty_torch_home) -> None:
-    from torchvision.models import resnet34
-
-    torch.manual_seed(1)
-    pretend = resnet34(weights=None).state_dict()  # stands in for the ImageNet file
-    cached = empty_torch_home / "hub" / "checkpoints" / backbone("resnet34").file
-    cached.parent.mkdir(parents=True)
-    torch.save(pretend, cached)
-
-    model = build_generator("resnet_unet", width=TINY_WIDTH, weights="imagenet")
-    assert torch.equal(model.encoder[0][0].weight, pretend["conv1.weight"].sum(dim=1, keepdim=True))
-    assert torch.equal(model.encoder[4][0].conv1.weight, pretend["layer4.0.conv1.weight"])
+@pytest.mark.parametrize("arch", RESNET_GENERATORS)
+def test_resnet_imagenet_encoder_is_loaded_unchanged(empty_torch_home, arch: str) -> None:
+    pretend = _fake_imagenet_resnet34(empty_torch_home, seed=1)
+    model = build_generator(arch, width=TINY_WIDTH, weights="imagenet")
+    assert torch.equal(model.encoder[0][0].weight if arch == "resnet_unet" else model.encoder[0].weight,
+                       pretend["conv1.weight"])
     assert model.provenance["weights"] == "imagenet" and len(model.provenance["sha256"]) == 64
-    random = build_generator("resnet_unet", width=TINY_WIDTH)
-    assert random.provenance["weights"] == "random"
+    assert build_generator(arch, width=TINY_WIDTH).provenance["weights"] == "random"
 
 
-def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(empty_torch_home, tmp_path) -> None:
+def test_imagenet_input_is_normalized_srgb_gray() -> None:
+    """The encoder sees what ImageNet training showed it: sRGB R = G = B, per-channel mean/std."""
+    from colorstudy.models.blocks import imagenet_input
+    from colorstudy.weights import IMAGENET_MEAN, IMAGENET_STD
+
+    L_n = torch.tensor([-1.0, 0.0, 1.0]).view(3, 1, 1, 1)  # L = 0, 50, 100
+    x = imagenet_input(L_n).view(3, 3)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    gray = x * std + mean
+    assert torch.allclose(gray[0], torch.zeros(3), atol=1e-5) and torch.allclose(gray[2], torch.ones(3), atol=1e-5)
+    # L = 50 is sRGB 119/255 (skimage's lab2rgb of (50, 0, 0))
+    assert torch.allclose(gray[1], torch.full((3,), 0.4663), atol=2e-3)
+
+
+@pytest.mark.parametrize("arch", RESNET_GENERATORS)
+def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(empty_torch_home, tmp_path,
+                                                                          arch: str) -> None:
     """evaluate and colorize rebuild from the state dict alone: no download, no hub file."""
-    from torchvision.models import resnet34
-
-    torch.manual_seed(2)
-    cached = empty_torch_home / "hub" / "checkpoints" / backbone("resnet34").file
-    cached.parent.mkdir(parents=True)
-    torch.save(resnet34(weights=None).state_dict(), cached)  # a fake "ImageNet" file, for training only
-    kwargs = {"width": TINY_WIDTH, "weights": "imagenet"}  # as `models.resnet_unet.arch.weights=imagenet` resolves
-    trained = build_generator("resnet_unet", **kwargs)
-    path = tmp_path / "best.pt"
-    checkpoint.save(path, {"architecture": "resnet_unet", "arch_kwargs": kwargs, "generator": trained.state_dict()})
-    cached.unlink()  # gone from the machine that evaluates
+    _fake_imagenet_resnet34(empty_torch_home, seed=2)  # a fake "ImageNet" file, for training only
+    kwargs = {"width": TINY_WIDTH, "weights": "imagenet"}  # as `models.X.arch.weights=imagenet` resolves
+    trained = build_generator(arch, **kwargs)
+    path = tmp_path / "selected.pt"
+    checkpoint.save(path, {"architecture": arch, "arch_kwargs": kwargs, "generator": trained.state_dict()})
+    (empty_torch_home / "hub" / "checkpoints" / backbone("resnet34").file).unlink()  # gone where it evaluates
 
     rebuilt = checkpoint.build_generator(checkpoint.load(path))
     for key, value in trained.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key
+
+
+def test_patchgan_depth_follows_the_image_size() -> None:
+    """auto keeps pix2pix's patch-to-image ratio (70 of 256 px): at 64 px a 70x70 patch would see it all."""
+    from colorstudy.models.patchgan import layers_for, receptive_field
+
+    assert [receptive_field(n) for n in (1, 2, 3)] == [16, 34, 70]
+    assert {size: layers_for(size) for size in (32, 64, 128, 256, 512)} == {32: 1, 64: 1, 128: 2, 256: 3, 512: 3}
+    for size in (64, 128, 256):
+        assert receptive_field(layers_for(size)) <= 0.28 * size

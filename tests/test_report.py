@@ -32,8 +32,8 @@ def write_curves(folder: Path, epochs: int, scale: float) -> None:
     """What dvclive writes: plots/metrics/<name>.tsv with columns step and the value."""
     series = {"train/l1": [scale / (e + 1) for e in range(epochs)],
               "val/ab_l1": [0.2 - 0.01 * scale * e for e in range(epochs)],
-              "val/delta_e76": [20.0 - scale * e for e in range(epochs)],
-              "val/baseline_ab_l1": [0.21] * epochs, "val/baseline_delta_e76": [21.0] * epochs,
+              "val/ab_error": [20.0 - scale * e for e in range(epochs)],
+              "val/baseline_ab_l1": [0.21] * epochs, "val/baseline_ab_error": [21.0] * epochs,
               "lr": [2e-4] * epochs}
     for name, values in series.items():
         path = folder / "plots" / "metrics" / f"{name}.tsv"
@@ -141,7 +141,7 @@ def test_plot_data_for_the_top_level_plots(report):
     out = report[0]
     with open(out / "plots" / "curves.csv") as f:
         curves = list(csv.DictReader(f))
-    assert list(curves[0]) == ["epoch", "model", "val_ab_l1", "val_delta_e76"]
+    assert list(curves[0]) == ["epoch", "model", "val_ab_l1", "val_ab_error"]
     assert {r["model"] for r in curves} == {*MODELS, "grayscale"}
     assert [r["epoch"] for r in curves if r["model"] == "grayscale"] == ["1", "2", "3"]
     with open(out / "plots" / "means.csv") as f:

@@ -101,7 +101,7 @@ def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
     # as they are: one `cache: false` among them would turn DVC's run-cache off)
     train["cmd"] = ("python -c \"import shutil, os; [os.makedirs(d, exist_ok=True) for d in "
                     "('data/models/${key}', 'reports/train/${key}/plots/metrics')]; "
-                    "shutil.copy('data/study/${key}.json', 'data/models/${key}/best.pt'); "
+                    "shutil.copy('data/study/${key}.json', 'data/models/${key}/selected.pt'); "
                     "shutil.copy('data/study/${key}.json', 'reports/train/${key}/metrics.json'); "
                     "shutil.copy('data/study/${key}.json', 'reports/train/${key}/plots/metrics/x.tsv')\"")
     train["deps"] = ["data/study/${key}.json"]

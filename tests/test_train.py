@@ -42,11 +42,11 @@ def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_par
     summary = _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
     assert summary["beats_baseline"]
     assert summary["val_ab_l1"] < 0.9 * summary["baseline_val_ab_l1"]
-    assert summary["val_delta_e76"] < summary["baseline_val_delta_e76"]
-    payload = checkpoint.load(tmp_path / "models" / "best.pt")
+    assert summary["val_ab_error"] < summary["baseline_val_ab_error"]
+    payload = checkpoint.load(tmp_path / "models" / "selected.pt")
     # the checkpoint describes itself
     assert payload["architecture"] == "unet" and payload["arch_kwargs"] == {"width": 8, "depth": 5}
-    assert payload["run"]["terms"] == {"l1": 100.0} and payload["epoch"] == summary["best_epoch"]
+    assert payload["run"]["terms"] == {"l1": 100.0} and payload["epoch"] == summary["selected_epoch"]
     assert payload["opt_g"]["state"] and payload["provenance"] == {"generator": {}}
     assert (tmp_path / "logs" / "plots" / "metrics" / "val" / "ab_l1.tsv").exists()
 
@@ -87,7 +87,7 @@ def test_gan_training_is_bitwise_deterministic_and_resumes_exactly(faces_shards,
     assert "resuming after epoch" in resumed.stdout
     assert not (out / "resume").exists()
     # byte-identical files, not just equal weights: DVC hashes bytes (`cmp`, shallow=False)
-    for name in ("last.pt", "best.pt"):
+    for name in ("last.pt", "selected.pt"):
         assert filecmp.cmp(tmp_path / "first/models" / name, out / "models" / name, shallow=False), name
     # the dvclive curves hold each epoch once, as an uninterrupted run's do
     curve = (out / "logs/plots/metrics/val/ab_l1.tsv").read_text()
@@ -127,13 +127,13 @@ def test_missing_imagenet_weights_stop_before_training(faces_shards, study_param
 
 def test_identical_payloads_give_identical_checkpoint_files(tmp_path):
     def payload() -> dict:  # fresh objects each call, strings built at run time, as a training loop makes them
-        names = [f"val/{name}" for name in ("ab_l1", "delta_e76")]
+        names = [f"val/{name}" for name in ("ab_l1", "ab_error")]
         return {"generator": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3,
-                "history": [{names[0]: 0.1, names[1]: 20.0}, {f"val/{'ab_l1'}": 0.09, f"val/{'delta_e76'}": 19.0}]}
+                "history": [{names[0]: 0.1, names[1]: 20.0}, {f"val/{'ab_l1'}": 0.09, f"val/{'ab_error'}": 19.0}]}
 
     checkpoint.save(tmp_path / "a" / "last.pt", payload())
-    checkpoint.save(tmp_path / "b" / "best.pt", payload())  # another name, another folder: same bytes
-    assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "b" / "best.pt", shallow=False)
+    checkpoint.save(tmp_path / "b" / "selected.pt", payload())  # another name, another folder: same bytes
+    assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "b" / "selected.pt", shallow=False)
     # what a resumed run saves: the history as the unpickler rebuilt it
     loaded = checkpoint.load(tmp_path / "a" / "last.pt")
     loaded.pop("format")
@@ -159,3 +159,60 @@ def test_other_data_does_not_resume_a_stale_checkpoint(faces_shards, study_param
     _train(run, faces_shards, tmp_path)
     assert "resuming" not in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "models/last.pt")["data"] == {"shards_sha256": "other photos"}
+
+
+def _chroma(ab_n: torch.Tensor) -> float:
+    return float(ab_n.square().sum(dim=1).sqrt().mean() * 128)
+
+
+def test_batchnorm_recalibration_matches_eval_mode_to_batch_statistics(faces_shards):
+    """Stale running statistics shrink eval-mode outputs; recalibrated ones reproduce training's."""
+    from colorstudy.data.shards import LabShards
+    from colorstudy.models import build_generator
+    from colorstudy.train import recalibrate_batchnorm
+
+    L, _ = LabShards(faces_shards).split("train")
+    L = L[:256]
+    torch.manual_seed(0)
+    model = build_generator("unet", width=8, depth=5)
+
+    def batch_statistics_output() -> torch.Tensor:  # what a training step sees, dropout off as at inference
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
+        with torch.no_grad():
+            out = model(L)
+        return out
+
+    def eval_output() -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            return model(L)
+
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    target = batch_statistics_output()
+    model.load_state_dict(init)  # undo the running-average update that pass made
+    stale = eval_output()
+    recalibrate_batchnorm(model, L, batch_size=len(L), device=torch.device("cpu"))
+    fresh = eval_output()
+    stale_gap = (stale - target).abs().mean() / target.abs().mean()
+    fresh_gap = (fresh - target).abs().mean() / target.abs().mean()
+    assert stale_gap > 0.5  # the init's tiny activations against a running variance of 1
+    assert fresh_gap < 0.01, fresh_gap
+    assert abs(_chroma(fresh) - _chroma(target)) < 0.01 * _chroma(target)
+    # the pass changes the statistics only: momentum and mode are as they were
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("select", ["last", "val_ab_l1"])
+def test_train_select_picks_the_checkpoint(faces_shards, study_params, tmp_path, select):
+    study_params["train"].update(epochs=3, decay_epochs=1, select=select)
+    summary = _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+    chosen = checkpoint.load(tmp_path / "models" / "selected.pt")
+    history = [record["val/ab_l1"] for record in chosen["history"]]
+    expected = 3 if select == "last" else 1 + history.index(min(history))
+    assert summary["selected_epoch"] == chosen["epoch"] == chosen["selected"]["epoch"] == expected
+    assert chosen["selected"]["criterion"] == select and summary["epochs"] == 3
+    if select == "last":
+        _assert_same_weights(tmp_path / "models" / "selected.pt", tmp_path / "models" / "last.pt")

@@ -49,7 +49,7 @@ def _add_colorize(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the colorized photos (same file names; folder layout kept)")
     p.add_argument("--model", metavar="ID|CHECKPOINT",
-                   help="study id (uses MODELS_DIR/ID/best.pt) or a checkpoint file; "
+                   help="study id (uses MODELS_DIR/ID/selected.pt) or a checkpoint file; "
                         "default: the best model of reports/ranking.json")
     p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR),
                    help="where study ids are looked up (default: %(default)s)")

@@ -51,7 +51,7 @@ from colorstudy.runtime import autocast, inference, resolve_device
 
 DEFAULT_MODELS_DIR = Path("data/models")
 DEFAULT_RANKING = Path("reports/ranking.json")
-CHECKPOINT_NAME = "best.pt"
+CHECKPOINT_NAME = "selected.pt"
 
 # Suffix (lower case) -> PIL format name; the formats a photo is read from and written to.
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -107,7 +107,7 @@ def resolve_checkpoint(model: str | Path | None, models_dir: str | Path = DEFAUL
     """The checkpoint file a ``--model`` value names.
 
     ``None`` -> the best model of the last report (``ranking``); a file -> itself; a
-    folder holding ``best.pt`` -> that; anything else is a study id under ``models_dir``.
+    folder holding ``selected.pt`` -> that; anything else is a study id under ``models_dir``.
     """
     models_dir = Path(models_dir)
     if model is None:

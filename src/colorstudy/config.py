@@ -169,11 +169,13 @@ class AdversarialParams:
 
     mode: Literal["bce", "lsgan"] = "bce"
     width: int = 64
-    layers: int = 3
+    # stride-2 layers, or "auto": the deepest whose receptive field is at most the share
+    # of the image the published 70x70 patch is of 256 px (models/patchgan.py)
+    layers: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         require(self.width > 0, "adversarial.width", "must be > 0")
-        require(1 <= self.layers <= 5, "adversarial.layers", "must be in 1..5")
+        require(self.layers == "auto" or 1 <= self.layers <= 5, "adversarial.layers", "must be in 1..5 or auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +193,9 @@ class TrainParams:
     width: int = 64
     augment: bool = True
     num_threads: int = 1
+    # which checkpoint the study scores: the last epoch (pix2pix's choice; the learning
+    # rate has decayed to zero there) or the epoch best on a validation metric
+    select: Literal["last", "val_ab_l1", "val_ab_error"] = "last"
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")

@@ -202,9 +202,9 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     if payload is not None:
         summary["checkpoint"] = {"architecture": str(payload.get("architecture")),
                                  "epoch": int(payload.get("epoch", 0)),
-                                 "best_epoch": int((payload.get("best") or {}).get("epoch", -1)),
                                  # the run's length: "epoch 1 of 4" says more than "epoch 1"
-                                 "epochs": int(((payload.get("run") or {}).get("train") or {}).get("epochs", -1))}
+                                 "epochs": int(((payload.get("run") or {}).get("train") or {}).get("epochs", -1)),
+                                 "select": str((payload.get("selected") or {}).get("criterion", "?"))}
     summary["aggregation"] = (f"mean over test images, percentile bootstrap 95% CI ({params.bootstrap} resamples, "
                               f"seed {params.seed}); fid per set")
     return Evaluation(model_id, summary, per_image, per_image["id"].tolist(), np.concatenate(rgb_parts), fid_key,

@@ -27,13 +27,11 @@ import torchvision
 from torch import nn
 
 from colorstudy import lab
-from colorstudy.weights import RANDOM_BACKBONE_SEED, check_choice, load_state_dict
+from colorstudy.weights import IMAGENET_MEAN, IMAGENET_STD, RANDOM_BACKBONE_SEED, check_choice, load_state_dict
 
 # Index of each tap in torchvision's ``vgg16().features`` (the ReLU after the conv).
 VGG16_TAPS: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15}
 DEFAULT_PERCEPTUAL_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ADVERSARIAL_MODES: tuple[str, ...] = ("bce", "lsgan")
 
 

@@ -60,6 +60,7 @@ from colorstudy.config import (
 from colorstudy.data.shards import FIXED_SPLIT_DATASETS, LabShards
 from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
 from colorstudy.metrics import METRICS, bootstrap_ci, colorfulness
+from colorstudy.models.patchgan import layers_for, receptive_field
 from colorstudy.weights import RANDOM_NOTE
 
 DPI = 100
@@ -528,6 +529,11 @@ def _param_value(v: Any) -> str:
     return str(v)
 
 
+def _patchgan_layers(layers: int | str, image_size: int) -> str:
+    n = layers_for(image_size) if layers == "auto" else int(layers)
+    return f"{'auto: ' if layers == 'auto' else ''}{n} ({receptive_field(n)}×{receptive_field(n)} patches)"
+
+
 def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this run, reference study)`` for every setting that differs from docs/study.md."""
     data = section(params, "data", DataParams)
@@ -543,11 +549,13 @@ def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("epochs (`train.epochs`)", train.epochs, 50),
         ("epochs of linear decay (`train.decay_epochs`)", train.decay_epochs, 25),
         ("seed (`train.seed`)", train.seed, 42),
+        ("checkpoint scored (`train.select`)", train.select, "val_ab_l1"),
         ("augmentation (`train.augment`)", train.augment, True),
         ("image size (`data.image_size`)", f"{data.image_size}×{data.image_size}", "256×256"),
         ("generator base width (`train.width`)", train.width, 64),
         ("PatchGAN base width (`adversarial.width`)", adversarial.width, 64),
-        ("PatchGAN layers (`adversarial.layers`)", adversarial.layers, 3),
+        ("PatchGAN layers (`adversarial.layers`)", _patchgan_layers(adversarial.layers, data.image_size),
+         "3 (70×70 patches)"),
         ("adversarial loss (`adversarial.mode`)", adversarial.mode, "bce"),
         ("λ L1 (`loss.l1`)", loss.l1, 100.0),
         ("λ perceptual (`loss.perceptual`)", loss.perceptual, 10.0),
@@ -681,7 +689,7 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
         curve_figures: list[tuple[str, Path]] = []
         if curves:
             names = sorted({name for c in curves.values() for name in c})
-            val = [m for m in ("val/ab_l1", "val/delta_e76") if m in names]
+            val = [m for m in ("val/ab_l1", "val/ab_error") if m in names]
             base = next(iter(curves.values()))
             base_curves = {m: base[f"val/baseline_{m.split('/', 1)[1]}"] for m in val
                            if f"val/baseline_{m.split('/', 1)[1]}" in base}
@@ -754,10 +762,10 @@ def _write_plot_data(plots_dir: Path, models: Sequence[ModelResult], baseline: M
                 v = r.summary[m]
                 name = PLOT_BASELINE if r.model_id == BASELINE else r.model_id
                 w.writerow([name, label, v["mean"], v["ci95_low"], v["ci95_high"]])
-    names = ("val/ab_l1", "val/delta_e76")
+    names = ("val/ab_l1", "val/ab_error")
     with open(plots_dir / "curves.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["epoch", "model", "val_ab_l1", "val_delta_e76"])
+        w.writerow(["epoch", "model", "val_ab_l1", "val_ab_error"])
         for r in models:
             c = curves.get(r.model_id, {})
             if all(n in c for n in names):
@@ -952,8 +960,9 @@ def _document(params: dict[str, Any], data: DataParams, eval_params: EvaluatePar
         ckpt = r.summary.get("checkpoint", {})
         model_rows.append([r.model_id, str(spec.get("generator", ckpt.get("architecture", "?"))),
                            _objective(params, r.model_id), _training_backbones(r.summary),
-                           f"{ckpt.get('best_epoch', '?')} of {ckpt.get('epochs', '?')}"])
-    doc.table(["id", "generator", "objective (term λ)", "training backbones", "selected checkpoint (epoch of run)"],
+                           f"{ckpt.get('epoch', '?')} of {ckpt.get('epochs', '?')} ({ckpt.get('select', '?')})"])
+    doc.table(["id", "generator", "objective (term λ)", "training backbones",
+               "checkpoint scored: epoch of run (`train.select`)"],
               model_rows)
     doc.heading(3, "Backbone weights")
     doc.bullets([f"LPIPS (AlexNet trunk, v0.1 heads): {lpips_label}",
@@ -991,10 +1000,10 @@ def _caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequence[Mod
     elif n < 100:
         out.append(f"{n} test images: small differences between models are within noise (see the intervals)")
     epochs = [r.summary.get("checkpoint", {}) for r in models]
-    first = [r.model_id for r, c in zip(models, epochs) if c.get("best_epoch") == 1 and (c.get("epochs") or 0) > 1]
+    first = [r.model_id for r, c in zip(models, epochs) if c.get("epoch") == 1 and (c.get("epochs") or 0) > 1]
     if first:
-        out.append(f"{len(first)} of {len(models)} models are scored on their epoch-1 checkpoint (validation "
-                   f"ab-L1 never improved after it): {', '.join(first)}")
+        out.append(f"{len(first)} of {len(models)} models are scored on their epoch-1 checkpoint (the validation "
+                   f"metric of `train.select` never improved after it): {', '.join(first)}")
     random = sorted({label.split(":")[0] for r in rows for label in r.summary.get("provenance", {}).values()
                      if is_random(label)})
     if random:

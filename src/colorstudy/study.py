@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from colorstudy.models.patchgan import layers_for as patchgan_layers_for
 from colorstudy.config import (
     AdversarialParams,
     DataParams,
@@ -111,7 +112,10 @@ def resolve_model(params: dict[str, Any], model_id: str) -> dict[str, Any]:
     if "perceptual" in spec.terms:
         run["perceptual"] = dataclasses.asdict(section(params, "perceptual", PerceptualParams))
     if "adversarial" in spec.terms:
-        run["adversarial"] = dataclasses.asdict(section(params, "adversarial", AdversarialParams))
+        adversarial = dataclasses.asdict(section(params, "adversarial", AdversarialParams))
+        if adversarial["layers"] == "auto":  # the run spec holds the depth actually built
+            adversarial["layers"] = patchgan_layers_for(data.image_size)
+        run["adversarial"] = adversarial
     return run
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from colorstudy.models import build_discriminator, build_generator
 from colorstudy.runtime import autocast, inference, make_reproducible, resolve_device
 
 MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
-MAX_SHIFT = 0.1  # translation, as a fraction of the half-width (affine_grid units)
+MAX_SHIFT = 0.2  # translation: ±10 % of the width, the seed study's (affine_grid spans [-1, 1])
+SELECTED, LAST = "selected.pt", "last.pt"  # the checkpoint train.select picked; the resume point
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,9 +61,44 @@ def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, L: torch.Tensor, batch_size: int, device: torch.device) -> None:
+    """Set every BatchNorm's running statistics to the exact average over ``L`` at the current weights.
+
+    Why: eval mode normalizes with running averages (momentum 0.1) of statistics the
+    weights had many steps ago. Early in training, with pix2pix's N(0, 0.02) init, the
+    activations are tiny while the running variance starts at 1.0, so eval-mode outputs
+    shrink towards gray and validation, selection and evaluation score a model that
+    training never saw (seen: mean predicted chroma 3 in eval mode, 17 with batch
+    statistics, 19 in the truth). Dropout stays off, as at inference; no RNG is drawn,
+    so resumed runs stay exact. Like ``torch.optim.swa_utils.update_bn``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+        m.train()
+    with autocast(device):
+        for i in range(0, len(L), batch_size):
+            model(L[i:i + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
 def validate(generator: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int,
              device: torch.device) -> dict[str, float]:
-    """Validation ab-L1 (normalized ab) and ΔE76 (Lab units; L is given, so it is |Δab|)."""
+    """Validation ab-L1 (normalized ab) and ab error (mean |Δab| in Lab units).
+
+    Training-time numbers on the raw prediction: not clipped to the valid ab range
+    and not the evaluation's ΔE76 (which is on the clipped, sRGB-representable colors
+    of the test split), so they are not to be set beside a published test ΔE.
+    """
     l1_sum = de_sum = 0.0
     with inference(generator), autocast(device):
         for i in range(0, len(L), batch_size):
@@ -71,13 +106,13 @@ def validate(generator: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, batc
             diff = pred - ab[i:i + batch_size]
             l1_sum += diff.abs().mean(dim=(1, 2, 3)).sum().item()
             de_sum += (diff.square().sum(dim=1).sqrt() * AB_SCALE).mean(dim=(1, 2)).sum().item()
-    return {"ab_l1": l1_sum / len(L), "delta_e76": de_sum / len(L)}
+    return {"ab_l1": l1_sum / len(L), "ab_error": de_sum / len(L)}
 
 
 def grayscale_baseline(ab: torch.Tensor) -> dict[str, float]:
     """The same validation numbers for ab = 0: what a model must beat."""
     return {"ab_l1": ab.abs().mean().item(),
-            "delta_e76": (ab.square().sum(dim=1).sqrt() * AB_SCALE).mean().item()}
+            "ab_error": (ab.square().sum(dim=1).sqrt() * AB_SCALE).mean().item()}
 
 
 def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, step: int) -> None:
@@ -93,8 +128,10 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
                 resume_dir: str | Path | None = None) -> dict[str, Any]:
     """Train study model ``run`` (a resolved run spec); returns its summary metrics.
 
-    Writes ``last.pt`` every epoch (the resume point) and ``best.pt`` at the best
-    validation ab-L1 into ``resume_dir``, and when training ends copies both to
+    Writes ``last.pt`` every epoch (the resume point) and ``selected.pt``, the
+    checkpoint ``train.select`` picks (the last epoch, or the best by a validation
+    metric), into ``resume_dir``; BatchNorm statistics are re-estimated on the
+    training split before every validation and save. When training ends it copies both to
     ``out_dir`` and removes ``resume_dir``. The pipeline keeps ``resume_dir`` outside
     the stage's declared output: DVC deletes a declared output before it reruns the
     stage, and a persisted one (which it would keep) turns off its run-cache, so this
@@ -146,10 +183,11 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     steps_per_epoch = len(L_train) // cfg.batch_size or 1
     total_steps = cfg.epochs * steps_per_epoch
     decay_steps = cfg.decay_epochs * steps_per_epoch
-    state = {"epoch": 0, "best": {"epoch": -1, "ab_l1": math.inf}, "history": []}
+    criterion = cfg.select.removeprefix("val_")  # a validation metric, or "last"
+    state = {"epoch": 0, "selected": {"epoch": -1, "criterion": cfg.select}, "history": []}
 
     work_dir = Path(resume_dir) if resume_dir is not None else out_dir
-    last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
+    last_path, selected_path = work_dir / LAST, work_dir / SELECTED
     data = {"shards_sha256": shards.fingerprint()}
     if last_path.exists():  # resume, but only a run of exactly this spec on exactly these data
         saved = checkpoint.load(last_path, map_location=device)
@@ -159,7 +197,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
             if discriminator is not None:
                 discriminator.load_state_dict(saved["discriminator"])
                 opt_d.load_state_dict(saved["opt_d"])
-            state = {"epoch": saved["epoch"], "best": saved["best"], "history": saved["history"]}
+            state = {"epoch": saved["epoch"], "selected": saved["selected"], "history": saved["history"]}
             print(f"{model_id}: resuming after epoch {state['epoch']} from {last_path}")
 
     baseline = grayscale_baseline(ab_val)
@@ -219,6 +257,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
             for name, value in parts.items():
                 sums[name] += value.detach()
 
+        recalibrate_batchnorm(generator, L_train, cfg.batch_size, device)
         val = validate(generator, L_val, ab_val, cfg.batch_size, device)
         record = {f"train/{name}": (value / steps_per_epoch).item() for name, value in sums.items()}
         record.update({f"val/{k}": v for k, v in val.items()})
@@ -226,42 +265,45 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         record["lr"] = cfg.lr * lr_factor((epoch + 1) * steps_per_epoch, total_steps, decay_steps)
         state["history"].append(record)
         state["epoch"] = epoch + 1
-        improved = val["ab_l1"] < state["best"]["ab_l1"]
+        chosen = state["selected"]
+        improved = criterion == "last" or val[criterion] < chosen.get(criterion, math.inf)
         if improved:
-            state["best"] = {"epoch": epoch + 1, "ab_l1": val["ab_l1"], "delta_e76": val["delta_e76"]}
+            state["selected"] = {"epoch": epoch + 1, "criterion": cfg.select, **val}
         payload = {
             "model_id": model_id, "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
             "run": run, "data": data, "epoch": state["epoch"], "step": state["epoch"] * steps_per_epoch,
             "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
             "discriminator": discriminator.state_dict() if discriminator is not None else None,
             "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "best": state["best"], "history": state["history"], "provenance": provenance,
+            "selected": state["selected"], "history": state["history"], "provenance": provenance,
             "torch_version": str(torch.__version__),
         }
         if improved:
-            checkpoint.save(best_path, payload)
+            checkpoint.save(selected_path, payload)
         checkpoint.save(last_path, payload)  # last: a kill after this line loses nothing
         for key, value in record.items():
             live.log_metric(key, value)
         live.next_step()
         print(f"{model_id} epoch {state['epoch']}/{cfg.epochs}: val ab-L1 {val['ab_l1']:.4f} "
-              f"(grayscale {baseline['ab_l1']:.4f}), ΔE76 {val['delta_e76']:.2f} "
-              f"(grayscale {baseline['delta_e76']:.2f})")
+              f"(grayscale {baseline['ab_l1']:.4f}), |Δab| {val['ab_error']:.2f} "
+              f"(grayscale {baseline['ab_error']:.2f})")
 
     summary = {
-        "best_epoch": state["best"]["epoch"],
-        "val_ab_l1": state["best"]["ab_l1"],
-        "val_delta_e76": state["best"]["delta_e76"],
+        "select": cfg.select,
+        "selected_epoch": state["selected"]["epoch"],
+        "epochs": cfg.epochs,
+        "val_ab_l1": state["selected"]["ab_l1"],
+        "val_ab_error": state["selected"]["ab_error"],
         "baseline_val_ab_l1": baseline["ab_l1"],
-        "baseline_val_delta_e76": baseline["delta_e76"],
-        "beats_baseline": state["best"]["ab_l1"] < baseline["ab_l1"],
+        "baseline_val_ab_error": baseline["ab_error"],
+        "beats_baseline": state["selected"]["ab_l1"] < baseline["ab_l1"],
     }
     for key, value in summary.items():
         live.summary[key] = value
     live.end()
     if work_dir.resolve() != out_dir.resolve():
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path in (best_path, last_path):
+        for path in (selected_path, last_path):
             shutil.copyfile(path, out_dir / path.name)
         shutil.rmtree(work_dir)
     return summary

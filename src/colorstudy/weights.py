@@ -23,6 +23,9 @@ RANDOM_NOTE = "random init (not comparable to published numbers)"
 # Seeds every `random` backbone (perceptual VGG16, LPIPS AlexNet, FID Inception), so a
 # random-backbone loss or metric is the same function in every run and on resume.
 RANDOM_BACKBONE_SEED = 0
+# What every ImageNet-trained torchvision backbone was trained on: sRGB in [0, 1], normalized per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

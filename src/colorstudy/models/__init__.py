@@ -21,6 +21,7 @@ from colorstudy.models.blocks import Generator, init_pix2pix
 from colorstudy.models.deep_cnn import DeepCNN
 from colorstudy.models.densenet import DenseNet
 from colorstudy.models.patchgan import PatchGAN
+from colorstudy.models.resnet_encdec import ResNetEncoderDecoder
 from colorstudy.models.resnet_unet import ResNetUNet
 from colorstudy.models.unet import UNet
 
@@ -29,6 +30,7 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "deep_cnn": DeepCNN,
     "unet": UNet,
     "resnet_unet": ResNetUNet,
+    "resnet_encdec": ResNetEncoderDecoder,
     "densenet": DenseNet,
 }
 

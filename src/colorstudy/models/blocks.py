@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorstudy.weights import check_choice
+from colorstudy import lab
+from colorstudy.weights import IMAGENET_MEAN, IMAGENET_STD, check_choice
 
 
 def require_positive(owner: str, **values: int) -> None:
@@ -65,6 +66,16 @@ class Generator(nn.Module):
 
     def predict(self, L: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def imagenet_input(L_n: torch.Tensor) -> torch.Tensor:
+    """Normalized L ``[B,1,H,W]`` -> the gray photo as an ImageNet backbone was trained to see
+    it: sRGB in [0, 1] with R = G = B (the neutral color of that lightness), then the
+    per-channel ImageNet mean/std. ``L/50 - 1`` fed to summed RGB filters is not that input."""
+    gray = lab.colorize(L_n.float(), torch.zeros_like(L_n).expand(-1, 2, -1, -1))
+    mean = torch.tensor(IMAGENET_MEAN, device=L_n.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=L_n.device).view(1, 3, 1, 1)
+    return (gray - mean) / std
 
 
 def conv_bn_relu(cin: int, cout: int, *, stride: int = 1, dilation: int = 1, relu: bool = True) -> nn.Sequential:

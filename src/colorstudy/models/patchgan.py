@@ -12,6 +12,28 @@ from torch import nn
 from colorstudy.models.blocks import init_pix2pix, require_positive
 
 
+PUBLISHED_PATCH, PUBLISHED_SIZE = 70, 256  # pix2pix: 70x70 patches on 256x256 images
+
+
+def receptive_field(layers: int) -> int:
+    """Side of the input patch one logit sees: 16, 34, 70, 142, 286 for 1..5 layers."""
+    field = 4 + 3  # the two stride-1 4x4 convs at the end
+    for _ in range(layers):
+        field = (field - 1) * 2 + 4
+    return field
+
+
+def layers_for(image_size: int) -> int:
+    """The deepest PatchGAN whose patch is at most the share of the image that pix2pix's
+    70x70 patch is of 256 px (27 %): 3 layers at 256 px, 2 at 128, 1 at 64. With 3
+    layers at 64 px a logit would see more than the whole image: a global discriminator,
+    not a patch one."""
+    layers = 1
+    while layers < 5 and receptive_field(layers + 1) * PUBLISHED_SIZE <= PUBLISHED_PATCH * image_size:
+        layers += 1
+    return layers
+
+
 class PatchGAN(nn.Module):
     """``forward(L, ab)`` -> a ``[B,1,h,w]`` map of logits (no sigmoid: the losses
     take logits). ``layers`` stride-2 4x4 convs (channels width -> 8*width capped),

@@ -2,9 +2,10 @@
 
 From the ResNet-34 encoder-decoder study and the well-known U-Net-with-pretrained-
 ResNet tutorial. The encoder is torchvision's resnet34, optionally with ImageNet
-weights from the torch hub cache (``colorstudy.weights``); its first conv takes the
-single L channel, its filters being the sum of the RGB ones: a gray image has
-R = G = B, so the summed filter gives the response the RGB filters had to it.
+weights from the torch hub cache (``colorstudy.weights``). The encoder sees the gray
+photo as ImageNet training did (``blocks.imagenet_input``: sRGB R = G = B from L,
+normalized per channel) through its unchanged 3-channel first conv; the decoder's
+full-resolution skip is L itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from colorstudy import weights as backbone_weights
-from colorstudy.models.blocks import Generator, UpBlock, init_pix2pix, require_positive
+from colorstudy.models.blocks import Generator, UpBlock, imagenet_input, init_pix2pix, require_positive
 
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)  # resnet34 stem, layer1..layer4, at stride 2, 4, ..., 32
 
@@ -41,10 +42,7 @@ class ResNetUNet(Generator):
         resnet = resnet34(weights=None)
         if state is not None:
             resnet.load_state_dict(state)
-        conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        with torch.no_grad():
-            conv1.weight.copy_(resnet.conv1.weight.sum(dim=1, keepdim=True))
-        stages = [nn.Sequential(conv1, resnet.bn1, resnet.relu),
+        stages = [nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu),
                   nn.Sequential(resnet.maxpool, resnet.layer1),
                   resnet.layer2, resnet.layer3, resnet.layer4]
         self.encoder = nn.ModuleList(stages[:depth])
@@ -61,7 +59,7 @@ class ResNetUNet(Generator):
 
     def predict(self, L: torch.Tensor) -> torch.Tensor:
         skips = [L]
-        x = L
+        x = imagenet_input(L)
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
