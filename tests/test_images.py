@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from colorstudy.data.images import DecodedImage, Reject, crop_seed, decode_image, mean_chroma
+from colorstudy.config import DataParams
+from colorstudy.data.images import DecodedImage, Reject, color_stats, color_verdict, crop_seed, decode_image
 from colorstudy.lab import rgb_to_lab_np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,13 +242,94 @@ def test_exif_orientation_applied(tmp_path, flower):
 
 # -- grayscale detection ----------------------------------------------------------------
 
-def test_mean_chroma_tells_gray_from_color(tmp_path, flower):
-    color = np.asarray(flower)[:, :256]
-    gray = np.repeat(np.asarray(flower.convert("L"))[:, :256, None], 3, axis=2)
-    near_gray = np.clip(gray.astype(int) + np.array([2, 0, -1]), 0, 255).astype(np.uint8)  # a faint cast
-    lab = rgb_to_lab_np(np.stack([color, gray, near_gray]), channel_axis=1)
-    chroma = mean_chroma(lab[:, 1:])
-    assert chroma.dtype == np.float64 and chroma.shape == (3,)
-    assert chroma[0] > 10 and chroma[1] < 0.01 and 0.5 < chroma[2] < 4.0
-    # what a min_chroma of 4 (params default) keeps and drops
-    assert (chroma >= 4.0).tolist() == [True, False, False]
+def _center_square(path: Path, size: int = 64) -> np.ndarray:
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return np.asarray(image.crop(box).resize((size, size), Image.LANCZOS))
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    return rgb_to_lab_np(rgb, channel_axis=-1).astype(np.float64)
+
+
+def _to_rgb(lab: np.ndarray) -> np.ndarray:
+    from skimage.color import lab2rgb
+
+    return (lab2rgb(lab) * 255).round().astype(np.uint8)
+
+
+def desaturated(rgb: np.ndarray, keep: float) -> np.ndarray:
+    lab = _lab(rgb)
+    lab[..., 1:] *= keep
+    return _to_rgb(lab)
+
+
+def toned(rgb: np.ndarray, hue_deg: float, chroma: float = 22.0) -> np.ndarray:
+    """A toned print of the photo: its lightness, one hue, chroma peaking in the mid-tones."""
+    L = _lab(rgb)[..., 0]
+    c = chroma * np.sin(np.pi * L / 100)
+    hue = np.radians(hue_deg)
+    return _to_rgb(np.stack([L, c * np.cos(hue), c * np.sin(hue)], axis=-1))
+
+
+def verdicts(images: list[np.ndarray]) -> list[str | None]:
+    d = DataParams()
+    lab = rgb_to_lab_np(np.stack(images), channel_axis=1)
+    stats = color_stats(lab[:, 1:], d.color_chroma)
+    out = []
+    for k in range(len(images)):
+        verdict = color_verdict(stats, k, color_chroma=d.color_chroma, min_color_fraction=d.min_color_fraction,
+                                min_hue_spread=d.min_hue_spread)
+        out.append(None if verdict is None else verdict[0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_photos() -> list[np.ndarray]:
+    """Faces and flowers from the shared sets, as the 64 px squares the shards hold."""
+    faces = sorted((DATASETS / "faces").glob("*.jpg"))[::75]
+    flowers = sorted((DATASETS / "flowers102-subset").glob("*.jpg"))[::250]
+    return [_center_square(p) for p in [*faces, *flowers]]
+
+
+def test_color_test_keeps_real_color_photos(real_photos):
+    assert verdicts(real_photos) == [None] * len(real_photos)
+
+
+def test_color_test_drops_gray_and_desaturated_photos(real_photos):
+    gray = [np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, axis=2) for p in real_photos]
+    assert verdicts(gray) == ["grayscale"] * len(gray)
+    faded = [desaturated(p, 0.1) for p in real_photos]
+    assert verdicts(faded) == ["grayscale"] * len(faded)
+
+
+@pytest.mark.parametrize("hue", [70.0, 250.0], ids=["sepia", "cyanotype"])
+def test_color_test_drops_toned_monochrome_prints(real_photos, hue):
+    prints = [toned(p, hue) for p in real_photos]
+    assert verdicts(prints) == ["monochrome"] * len(prints)
+
+
+def test_color_test_keeps_a_gray_scene_with_one_colored_object(real_photos):
+    """What mean chroma got wrong: a muted photo whose color is in one place."""
+    photo = real_photos[-8]  # a saturated flower
+    scene = desaturated(photo, 0.0)
+    c = photo.shape[0] // 2
+    scene[c - 7:c + 7, c - 7:c + 7] = photo[c - 7:c + 7, c - 7:c + 7]  # one object, 5 % of the frame
+    muted = real_photos[-1]  # a real flower photo, mostly gray-green leaves: 2.5 % of it colored
+    lab = rgb_to_lab_np(np.stack([scene, muted]), channel_axis=1)
+    assert (color_stats(lab[:, 1:], DataParams().color_chroma).mean_chroma < 4.0).all()  # the old test's cut
+    assert verdicts([scene, muted]) == [None, None]
+
+
+def test_color_stats_are_float64_and_name_the_reason():
+    d = DataParams()
+    ab = np.zeros((2, 2, 8, 8), dtype=np.float32)
+    ab[1, 0] = 30.0  # one hue everywhere
+    stats = color_stats(ab, d.color_chroma)
+    assert stats.mean_chroma.dtype == np.float64 and stats.color_fraction.tolist() == [0.0, 1.0]
+    kw = dict(color_chroma=d.color_chroma, min_color_fraction=d.min_color_fraction, min_hue_spread=d.min_hue_spread)
+    assert color_verdict(stats, 0, **kw) == ("grayscale", "0.00 % of pixels at chroma >= 12 (need 1 %)")
+    reason, detail = color_verdict(stats, 1, **kw)
+    assert reason == "monochrome" and "0.00° < min_hue_spread 2.5°" in detail

@@ -21,6 +21,7 @@ from skimage.color import rgb2lab
 
 from colorstudy.config import DataParams, ParamsError
 from colorstudy.data.images import DecodedImage, decode_image
+from test_images import desaturated, toned
 from colorstudy.data import shards as shards_module
 from colorstudy.data.shards import Batches, LabShards, SplitAssigner, hash_split, preprocess
 from colorstudy.data.sources import Source, write_sources
@@ -77,6 +78,7 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
     gray_photo = Image.open(flower_files(1, 100)[0]).convert("L")
     near_gray = np.clip(np.asarray(gray_photo.convert("RGB")).astype(int) + [2, 0, -1], 0, 255).astype(np.uint8)
     jpeg = flowers[1].read_bytes()
+    colored = np.asarray(Image.open(flower_files(1, 300)[0]).convert("RGB"))
     extra = {
         "bad_empty.jpg": (b"", "bad1"),
         "bad_text.jpg": (b"hello\n" * 100, "bad2"),
@@ -87,6 +89,8 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
         "zz_copy.jpg": (flowers[0].read_bytes(), "zz_copy"),  # byte-identical copy
         "zz_stripped.jpg": (with_comment(flowers[2].read_bytes()), "zz_stripped"),  # pixel-identical copy
         "crops.jpg": (flower_files(1, 200)[0].read_bytes(), "crops"),
+        "sepia.png": (encode(Image.fromarray(toned(colored, 70.0)), "PNG"), "toned1"),
+        "faded.png": (encode(Image.fromarray(desaturated(colored, 0.1)), "PNG"), "faded1"),
     }
     raw = make_raw(tmp / "raw", flowers, extra, official=True)
     out = tmp / "out"
@@ -98,13 +102,14 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_metrics_count_every_file(built):
     out, m = built
-    assert m["sources"] == N_FLOWERS + 9
+    assert m["sources"] == N_FLOWERS + 11
     assert m["rejected"] == {"total": 4, "by_reason": {"empty": 1, "unreadable": 1, "truncated": 1, "too_small": 1}}
     assert m["duplicates_removed"] == 2
     assert m["grayscale_excluded"] >= 2
     assert m["kept"]["total"] == sum(m["kept"][s] for s in ("train", "val", "test"))
     # every crop is either kept or named in rejects.csv
-    assert m["kept"]["total"] + m["grayscale_excluded"] == N_FLOWERS + CROPS + 2
+    assert m["monochrome_excluded"] == 1
+    assert m["kept"]["total"] + m["grayscale_excluded"] + m["monochrome_excluded"] == N_FLOWERS + CROPS + 4
     assert m["timing"]["seconds"] > 0 and m["timing"]["images_per_s"] > 0
 
 
@@ -116,6 +121,8 @@ def test_rejects_table_names_reasons(built):
     assert reason["bad_text.jpg"] == "unreadable"
     assert reason["bad_cut.jpg"] == "truncated"
     assert reason["bad_tiny.png"] == "too_small"
+    assert reason["sepia.png"] == "monochrome" and reason["faded.png"] == reason["gray.jpg"] == "grayscale"
+    assert "hue spread" in dict(zip(rejects["path"], rejects["detail"]))["sepia.png"]
     assert reason["gray.jpg"] == reason["near_gray.png"] == "grayscale"
     detail = dict(zip(rejects["path"], rejects["detail"]))
     assert reason["zz_copy.jpg"] == reason["zz_stripped.jpg"] == "duplicate"
@@ -128,7 +135,6 @@ def test_manifest_and_shard_files(built):
     assert list(manifest.columns) == ["id", "path", "group", "split", "shard", "row", "width", "height",
                                       "colorfulness", "label", "crop"]
     assert len(manifest) == m["kept"]["total"] and manifest["id"].is_unique
-    assert (manifest["colorfulness"] >= PARAMS.min_chroma).all()
     first = manifest.set_index("path").loc[flower_files(1)[0].name]
     assert (first["width"], first["height"]) == Image.open(flower_files(1)[0]).size and first["label"] == "0"
     crops = manifest[manifest["path"] == "crops.jpg"]

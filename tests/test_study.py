@@ -19,7 +19,7 @@ from colorstudy.study import resolve_model, validate_params
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 STUDY_IDS = ["A", "B", "C", "D", "E", "F", "C_L1_LOW", "C_L1_HIGH", "C_PERCEPTUAL_LOW", "C_PERCEPTUAL_HIGH",
-             "autoencoder", "deep_cnn", "unet_mse", "resnet_unet", "densenet"]
+             "autoencoder", "deep_cnn", "unet_mse", "resnet_unet", "densenet", "resnet_encdec"]
 # models whose objective uses the global perceptual weight (the ablations override it)
 USES_GLOBAL_PERCEPTUAL = {"C", "D", "E", "F", "C_L1_LOW", "C_L1_HIGH"}
 

@@ -122,7 +122,12 @@ class DataParams:
     split: Literal["random", "official"] = "random"
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    min_chroma: float = 4.0  # mean Lab chroma below which a photo counts as grayscale
+    # The color test (data/images.py `color_verdict`): a pixel is colored at Lab chroma >=
+    # color_chroma; an image needs min_color_fraction of its pixels colored (else gray) and
+    # their hues spread by at least min_hue_spread degrees (else a toned monochrome print).
+    color_chroma: float = 12.0
+    min_color_fraction: float = 0.01
+    min_hue_spread: float = 2.5
     min_side: int = 32  # photos smaller than this (pixels, shorter side) are rejected
     max_pixels: int = 89_478_485  # PIL's decompression-bomb limit
     max_images: int | None = None  # keep only the first N sources (quick trials)
@@ -135,7 +140,9 @@ class DataParams:
         require(0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1, "data.val_fraction/test_fraction",
                 "fractions must be in [0, 1) and leave room for a training split")
-        require(self.min_chroma >= 0, "data.min_chroma", "must be >= 0")
+        require(self.color_chroma > 0, "data.color_chroma", "must be > 0")
+        require(0 <= self.min_color_fraction <= 1, "data.min_color_fraction", "must be in [0, 1]")
+        require(0 <= self.min_hue_spread < 180, "data.min_hue_spread", "must be in [0, 180) degrees")
         require(self.shard_size > 0, "data.shard_size", "must be > 0")
         require(self.dataset != "folder" or bool(self.path), "data.path",
                 "dataset `folder` needs data.path, the folder of photos")

@@ -1042,8 +1042,9 @@ def _data_lines(data: DataParams, preprocess_json: Path, n: int) -> list[str]:
             f"kept: {kept.get('total', '?')} (train {kept.get('train', '?')}, val {kept.get('val', '?')}, "
             f"test {kept.get('test', '?')})",
             f"rejected: {rejected.get('total', '?')}" + (f" ({reasons})" if reasons else ""),
-            f"grayscale photos excluded: {p.get('grayscale_excluded', '?')}; duplicates removed: "
-            f"{p.get('duplicates_removed', '?')}",
+            f"excluded by the color test (`data/shards/rejects.csv` gives each reason): grayscale "
+            f"{p.get('grayscale_excluded', '?')}, toned monochrome {p.get('monochrome_excluded', '?')}; "
+            f"duplicates removed: {p.get('duplicates_removed', '?')}",
         ]
     else:
         lines.append(f"preprocess counts: {preprocess_json.as_posix()} not found")

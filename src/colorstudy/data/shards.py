@@ -8,7 +8,8 @@
     manifest.parquet        one row per stored image: id, path, group, split, shard, row,
                             width, height (full photo), colorfulness (mean chroma), label, crop
     rejects.csv             one row per dropped file or crop: path, reason, detail; reasons
-                            are images.REJECT_REASONS, ``grayscale`` and ``duplicate``
+                            are images.REJECT_REASONS, ``grayscale``, ``monochrome``
+                            (images.color_verdict) and ``duplicate``
 
 Lab values are stored in Lab units (L in [0, 100], ab roughly [-128, 127]) as float16:
 11 significant bits, so the rounding error is at most 0.0625 Lab units anywhere in that
@@ -57,7 +58,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorstudy.config import DataParams, ParamsError
-from colorstudy.data.images import DecodedImage, Reject, crop_seed, decode_image, mean_chroma
+from colorstudy.data.images import ColorStats, DecodedImage, Reject, color_stats, color_verdict, crop_seed, decode_image
 from colorstudy.data.sources import SOURCES_CSV, SPLITS, Source, read_sources
 from colorstudy.lab import normalize_ab, normalize_l, rgb_to_lab_np
 
@@ -147,6 +148,7 @@ class _Settings:
     min_side: int
     max_pixels: int
     seed: int
+    color_chroma: float
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class _Decoded:
     image: DecodedImage
     L: np.ndarray  # float16 [crops, 1, S, S], Lab units
     ab: np.ndarray  # float16 [crops, 2, S, S]
-    chroma: np.ndarray  # float64 [crops], from the float32 Lab (images.mean_chroma)
+    color: ColorStats  # [crops], from the float32 Lab (images.color_stats)
 
 
 def _init_worker(max_pixels: int) -> None:
@@ -176,7 +178,7 @@ def _process_chunk(settings: _Settings, chunk: Sequence[Source]) -> list[_Decode
         return list(decoded)  # all rejects
     # one batched conversion, bit-identical on every machine (lab.py), so the shards are too
     lab_np = rgb_to_lab_np(np.stack(squares), channel_axis=1)
-    chroma = mean_chroma(lab_np[:, 1:])
+    stats = color_stats(lab_np[:, 1:], settings.color_chroma)
     lab = torch.from_numpy(lab_np)
     # torch's float16 cast is vectorized (numpy's is not); both round to nearest even exactly
     L16 = lab[:, :1].to(torch.float16, memory_format=torch.contiguous_format).numpy()
@@ -189,7 +191,8 @@ def _process_chunk(settings: _Settings, chunk: Sequence[Source]) -> list[_Decode
             continue
         n = len(d.crops)
         # the uint8 squares stay behind: only Lab crosses the process boundary
-        out.append(_Decoded(dataclasses.replace(d, crops=[]), L16[at:at + n], ab16[at:at + n], chroma[at:at + n]))
+        part = ColorStats(*(getattr(stats, f.name)[at:at + n] for f in dataclasses.fields(ColorStats)))
+        out.append(_Decoded(dataclasses.replace(d, crops=[]), L16[at:at + n], ab16[at:at + n], part))
         at += n
     return out
 
@@ -307,7 +310,8 @@ def preprocess(
     staging.mkdir()
     writers = {s: ShardWriter(staging, s, params.shard_size, params.image_size) for s in SPLITS}
 
-    settings = _Settings(str(raw_dir), params.image_size, params.min_side, params.max_pixels, params.seed)
+    settings = _Settings(str(raw_dir), params.image_size, params.min_side, params.max_pixels, params.seed,
+                         params.color_chroma)
     chunks = _chunks(sources)
     job = functools.partial(_process_chunk, settings)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -355,14 +359,15 @@ def preprocess(
     rejects = pd.DataFrame(dropped, columns=["path", "reason", "detail"])
     rejects.to_csv(out_dir / REJECTS, index=False)
     seconds = time.perf_counter() - start
-    failed = rejects[~rejects["reason"].isin(["grayscale", "duplicate"])]
+    failed = rejects[~rejects["reason"].isin(["grayscale", "monochrome", "duplicate"])]
     kept = {s: int((manifest["split"] == s).sum()) for s in SPLITS}
-    n_gray = int((rejects["reason"] == "grayscale").sum())
+    n_colorless = int((rejects["reason"].isin(["grayscale", "monochrome"])).sum())
     return {
         "sources": len(sources),
         "kept": {**kept, "total": len(manifest)},
         "rejected": {"total": len(failed), "by_reason": dict(sorted(Counter(failed["reason"]).items()))},
-        "grayscale_excluded": n_gray,
+        "grayscale_excluded": int((rejects["reason"] == "grayscale").sum()),
+        "monochrome_excluded": int((rejects["reason"] == "monochrome").sum()),
         "duplicates_removed": int((rejects["reason"] == "duplicate").sum()),
         "image_size": params.image_size,
         # how this machine did, not what the data is: the stage logs it outside the metrics
@@ -370,23 +375,24 @@ def preprocess(
             "workers": workers if pool else 1,
             "seconds": round(seconds, 3),
             "files_per_s": round(len(sources) / seconds, 1),
-            "images_per_s": round((len(manifest) + n_gray) / seconds, 1),  # crops made, kept or not
+            "images_per_s": round((len(manifest) + n_colorless) / seconds, 1),  # crops made, kept or not
         },
     }
 
 
 def _keep(src: Source, image_id: str, res: _Decoded, params: DataParams, splits: SplitAssigner,
           writers: dict[str, ShardWriter], rows: list[dict[str, Any]], dropped: list[dict[str, str]]) -> None:
-    # Gray is judged per crop: a gray crop teaches desaturation as much as a gray photo.
+    # Color is judged per crop: a gray crop teaches desaturation as much as a gray photo.
     split = splits.split_of(src.group)  # provisional: a later duplicate may merge this group
-    for k in range(len(res.chroma)):
+    for k in range(len(res.color.mean_chroma)):
         crop_id = image_id if src.crops == 1 else f"{image_id}_c{k}"
-        chroma = float(res.chroma[k])
-        if res.image.gray_mode or chroma < params.min_chroma:
-            why = "stored in a grayscale mode" if res.image.gray_mode else \
-                f"mean chroma {chroma:.2f} < min_chroma {params.min_chroma}"
-            dropped.append({"path": src.path if src.crops == 1 else f"{src.path}#{k}", "reason": "grayscale",
-                            "detail": why})
+        chroma = float(res.color.mean_chroma[k])
+        verdict = ("grayscale", "stored in a grayscale mode") if res.image.gray_mode else color_verdict(
+            res.color, k, color_chroma=params.color_chroma, min_color_fraction=params.min_color_fraction,
+            min_hue_spread=params.min_hue_spread)
+        if verdict is not None:
+            dropped.append({"path": src.path if src.crops == 1 else f"{src.path}#{k}", "reason": verdict[0],
+                            "detail": verdict[1]})
             continue
         [(shard, row)] = writers[split].add([crop_id], res.L[k:k + 1], res.ab[k:k + 1])
         rows.append({"id": crop_id, "path": src.path, "group": src.group, "split": split, "shard": shard,

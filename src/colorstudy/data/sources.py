@@ -90,36 +90,40 @@ def _images_under(root: Path) -> list[Path]:
 
 # -- sample: the color photos shipped inside installed packages -----------------------
 
-SAMPLE_CROPS = 48  # ~10 photos: each gives this many crops so the splits have enough images
-# file -> (group, split). With ~10 photos a hash split would be lumpy (maybe an empty
-# test split), so the split is fixed here: two unlike photos (an animal, a still life)
-# for test, an outdoor scene for val, the rest (portraits, the stereo pair as ONE group,
-# scientific imagery) for train. Grayscale files (camera, brick, grass, ...) and
-# synthetic ones (color wheel, phantom, chessboard) are left out.
-SKIMAGE_SAMPLE: dict[str, tuple[str, str]] = {
-    "astronaut.png": ("astronaut", "train"),
-    "chelsea.png": ("chelsea", "test"),
-    "coffee.png": ("coffee", "test"),
-    "hubble_deep_field.jpg": ("hubble_deep_field", "train"),
-    "ihc.png": ("ihc", "train"),
-    "motorcycle_left.png": ("motorcycle", "train"),
-    "motorcycle_right.png": ("motorcycle", "train"),
-    "retina.jpg": ("retina", "train"),
-    "rocket.jpg": ("rocket", "val"),
-}
-MATPLOTLIB_SAMPLE: dict[str, tuple[str, str]] = {"grace_hopper.jpg": ("grace_hopper", "train")}
+SAMPLE_CROPS = 48  # 8 photos: each gives this many crops so the splits have enough images
+# file -> (group, split): the natural color photos that ship inside installed packages
+# (scikit-image, matplotlib, scikit-learn), the only ones a fresh offline machine has.
+# With 8 photos a hash split would be lumpy (maybe an empty test split), so the split is
+# fixed: two unlike photos for test (an animal, a still life), two for val (an outdoor
+# scene, a flower close-up: not one low-chroma photo), the rest for train (two portraits,
+# the motorcycle stereo pair as ONE group, a temple landscape). Left out: grayscale files
+# (camera, brick, ...), synthetic ones (color wheel, phantom, chessboard) and scientific
+# imagery (a micrograph, a fundus photo, a deep-field telescope image), which teach
+# colors no photo of the world has.
+SAMPLE_PHOTOS: tuple[tuple[str, str, str, str], ...] = (  # package, folder, file, (group, split) below
+    ("skimage", "data", "astronaut.png", "astronaut:train"),
+    ("skimage", "data", "chelsea.png", "chelsea:test"),
+    ("skimage", "data", "coffee.png", "coffee:test"),
+    ("skimage", "data", "motorcycle_left.png", "motorcycle:train"),
+    ("skimage", "data", "motorcycle_right.png", "motorcycle:train"),
+    ("skimage", "data", "rocket.jpg", "rocket:val"),
+    ("matplotlib", "mpl-data/sample_data", "grace_hopper.jpg", "grace_hopper:train"),
+    ("sklearn", "datasets/images", "china.jpg", "china:train"),
+    ("sklearn", "datasets/images", "flower.jpg", "flower:val"),
+)
+PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 
 def _sample(out: Path, params: DataParams) -> list[Source]:
     rows = []
-    for package, folder, table in (("skimage", "data", SKIMAGE_SAMPLE),
-                                   ("matplotlib", "mpl-data/sample_data", MATPLOTLIB_SAMPLE)):
-        for name, (group, split) in table.items():
-            src = Path(str(files(package).joinpath(folder, name)))
-            if not src.is_file():
-                raise SourceError(f"dataset `sample`: {src} is missing from the installed {package}; "
-                                  f"reinstall it (pip install --force-reinstall {package}) from requirements.txt")
-            rows.append(Source(_copy_in(out, src, f"sample/{name}"), group, split, crops=SAMPLE_CROPS))
+    for package, folder, name, where in SAMPLE_PHOTOS:
+        group, split = where.split(":")
+        src = Path(str(files(package).joinpath(folder, name)))
+        if not src.is_file():
+            raise SourceError(f"dataset `sample`: {src} is missing from the installed {PIP_NAMES[package]}; "
+                              f"reinstall it (pip install --force-reinstall {PIP_NAMES[package]}) "
+                              f"from requirements.txt")
+        rows.append(Source(_copy_in(out, src, f"sample/{name}"), group, split, crops=SAMPLE_CROPS))
     return rows
 
 
