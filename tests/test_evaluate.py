@@ -160,7 +160,7 @@ def test_outputs_and_determinism(model_result, study, tmp_path):
         assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes(), name
     assert (tmp_path / "p1.npz").read_bytes() == (tmp_path / "p2.npz").read_bytes()
     table = pd.read_parquet(tmp_path / "r1" / "per_image.parquet")
-    assert list(table.columns) == ["id", "path", *IMAGE_METRICS]
+    assert list(table.columns) == ["id", "path", "group", *IMAGE_METRICS]
     assert len(table) == N_TEST and table["path"].str.endswith(".jpg").all()
     ids, rgb = load_predictions(tmp_path / "p1.npz")
     assert ids == table["id"].tolist() and rgb.shape == (N_TEST, SIZE, SIZE, 3)

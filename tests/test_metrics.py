@@ -253,6 +253,28 @@ def numpy_colorfulness(rgb01: np.ndarray) -> float:
     return float(np.sqrt(np.std(rg) ** 2 + np.std(yb) ** 2) + 0.3 * np.sqrt(np.mean(rg) ** 2 + np.mean(yb) ** 2))
 
 
+def numpy_colorfulness_signed(rgb01: np.ndarray) -> float:
+    """Hasler & Süsstrunk (2003) as the paper defines it: signed opponent channels."""
+    R, G, B = (rgb01.astype(np.float64) * 255.0).transpose(2, 0, 1)
+    rg, yb = R - G, 0.5 * (R + G) - B
+    return float(np.sqrt(np.std(rg) ** 2 + np.std(yb) ** 2) + 0.3 * np.sqrt(np.mean(rg) ** 2 + np.mean(yb) ** 2))
+
+
+def test_signed_colorfulness_is_the_papers_definition(photos, predictions):
+    got = metrics.per_image_metrics(predictions["desaturate"], photos)
+    for i in range(len(photos)):
+        expected = numpy_colorfulness_signed(_hwc64(predictions["desaturate"][i]))
+        assert got["colorfulness_signed"][i].item() == pytest.approx(expected, rel=1e-4)
+    # a uniform cast: no spread, so only the 0.3 * level term; |rg| and |yb| agree with it there
+    cast = torch.zeros(1, 3, 8, 8)
+    cast[:, 0] = 0.6
+    assert metrics.colorfulness(cast, signed=True).item() == pytest.approx(0.3 * np.hypot(153, 76.5), rel=1e-5)
+    # opposite hues: the signed channels spread, the absolute ones do not
+    split = torch.zeros(1, 3, 8, 8)
+    split[:, 0, :4], split[:, 1, 4:] = 0.6, 0.6
+    assert metrics.colorfulness(split, signed=True) > metrics.colorfulness(split)
+
+
 def test_colorfulness_matches_numpy(photos, predictions):
     pred = predictions["desaturate"]
     got = metrics.per_image_metrics(pred, photos)
@@ -416,6 +438,30 @@ def test_bootstrap_ci_contains_the_mean_and_is_seeded():
     wider = metrics.bootstrap_ci(values, n_resamples=2000, seed=7, confidence=0.99)
     assert wider[1] <= low and wider[2] >= high
     assert metrics.bootstrap_ci(torch.tensor(values), n_resamples=2000, seed=7) == (mean, low, high)
+
+
+def test_bootstrap_by_photo_does_not_narrow_with_crops():
+    """48 crops of each of 2 photos (the sample test split) are 2 samples, not 96."""
+    rng = np.random.default_rng(0)
+    photo_means = np.array([18.9, 14.2])  # A's PSNR on the two sample test photos, in the issue
+    crops = np.repeat(photo_means, 48) + rng.normal(0, 0.3, 96)
+    groups = np.repeat(["chelsea", "coffee"], 48)
+    naive = metrics.bootstrap_ci(crops, n_resamples=2000, seed=1)
+    by_photo = metrics.bootstrap_ci(crops, n_resamples=2000, seed=1, groups=groups)
+    assert by_photo[0] == pytest.approx(naive[0])
+    assert (by_photo[2] - by_photo[1]) > 3 * (naive[2] - naive[1])
+    # a draw of the same photo twice is in it: the interval reaches both photos' own means
+    assert by_photo[1] == pytest.approx(crops[48:].mean()) and by_photo[2] == pytest.approx(crops[:48].mean())
+    # more crops of the same two photos do not make it narrower
+    many = np.repeat(photo_means, 100) + rng.normal(0, 0.3, 200)
+    wide = metrics.bootstrap_ci(many, n_resamples=2000, seed=1, groups=np.repeat(["chelsea", "coffee"], 100))
+    assert (wide[2] - wide[1]) > 0.8 * (by_photo[2] - by_photo[1])
+    # one image per group is the plain bootstrap, draw for draw
+    values = rng.normal(size=50)
+    assert metrics.bootstrap_ci(values, 500, 3, groups=np.arange(50)) == pytest.approx(
+        metrics.bootstrap_ci(values, 500, 3), rel=1e-12)
+    with pytest.raises(ValueError, match="group labels"):
+        metrics.bootstrap_ci(values, 500, 3, groups=np.arange(49))
 
 
 def test_bootstrap_ci_edge_cases():

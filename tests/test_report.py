@@ -78,6 +78,29 @@ def test_files_and_ranking(report):
     # random backbones are left out of the ranking, and the formula says so
     assert ranking["metrics"] == ["psnr", "ssim", "ciede2000", "delta_colorfulness"]
     assert "mean rank" in ranking["formula"] and "lpips" in ranking["formula"] and "random" in ranking["formula"]
+    # paired with gray on the same photos, per model and per-image ranking metric; ties with #1 named
+    assert set(ranking["versus_baseline"]) == set(MODELS)
+    for per in ranking["versus_baseline"].values():
+        assert set(per) == {"psnr", "ssim", "ciede2000", "delta_colorfulness"}
+        assert all(d["ci95_low"] <= d["mean"] <= d["ci95_high"] for d in per.values())
+        assert all(d["distinguishable"] == (d["ci95_low"] > 0 or d["ci95_high"] < 0) for d in per.values())
+    assert set(ranking["tied_with_best"]) <= set(MODELS) - {ranking["best"]}
+
+
+def test_report_says_what_the_paired_intervals_show(report):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert "## Against the grayscale baseline, paired" in md and "bootstrap over the" in md
+    assert "vs #1" in md
+    for model_id in ranking["tied_with_best"]:
+        assert re.search(rf"\| {model_id} \|.*tied \(not distinguishable\)", md), model_id
+    ciede = {i: per["ciede2000"] for i, per in ranking["versus_baseline"].items()}
+    same = [i for i, d in ciede.items() if not d["distinguishable"]]
+    if same:
+        assert f"**Not distinguishable from gray** on CIEDE2000 (paired 95% CI of model − baseline contains 0): " \
+               f"{', '.join(same)}." in md
+    assert "7×7 uniform window" in md
 
 
 def test_table_has_every_metric_the_baseline_and_provenance(report):

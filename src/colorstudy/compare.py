@@ -48,7 +48,7 @@ DETERMINISTIC_REL_TOL = 1e-4
 # Below this, differences are rounding of values that are zero in exact arithmetic.
 ABS_FLOOR = 1e-9
 # In reports/eval/<id>/metrics.json: the test-set size is data, not training.
-EVAL_EXACT_KEYS = ("n_images",)
+EVAL_EXACT_KEYS = ("n_images", "n_photos")
 
 # A trained model's metric carries a percentile-bootstrap 95% CI over the test photos. A
 # reproduction that moves by less than the committed interval's own half-width cannot be
@@ -62,7 +62,7 @@ INTERVAL_FIELDS = ("mean", "ci95_low", "ci95_high")
 # how alike the outputs are (near-gray models: ±0.007), while the value follows the
 # training trajectory (the same AVX2 run: 8.5%, 29 half-widths). Judged through its
 # error, delta_colorfulness, which keeps the interval rule; shown when it moves.
-DESCRIPTIVE_METRICS = ("colorfulness",)
+DESCRIPTIVE_METRICS = ("colorfulness", "colorfulness_signed")
 
 # Derived from trained models only, with no interval to judge a move by.
 INFORMATIONAL_FILES = ("reports/ranking.json",)

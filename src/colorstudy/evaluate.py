@@ -10,12 +10,14 @@ Outputs (see :func:`write_outputs`):
 
 * ``metrics.json`` (a DVC metrics file): for every per-image metric of
   ``colorstudy.metrics.METRICS`` its mean over the test images and a percentile
-  bootstrap 95% CI (``evaluate.bootstrap`` resamples, ``evaluate.seed``), ``n_images``,
+  bootstrap 95% CI over source photos (the manifest's ``group``: crops of one photo
+  are resampled together; ``evaluate.bootstrap`` resamples, ``evaluate.seed``),
+  ``n_images`` and ``n_photos``,
   the set-level ``fid``, and where every backbone's weights came from (LPIPS, FID,
   and the checkpoint's own: generator encoder and perceptual-loss network). Numbers
   are rounded to 6 significant digits, so the file is stable across platforms' last
   float bits.
-* ``per_image.parquet``: one row per test image (id, source path, every metric).
+* ``per_image.parquet``: one row per test image (id, source path, group, every metric).
 * the predictions file: the colorized test images as sRGB uint8 ``[N, H, W, 3]``
   with their ids (a zip written with fixed timestamps, so equal images are equal bytes),
   and, for a run without an FID reference (the baseline), the ground truth's FID
@@ -173,12 +175,15 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
             feats_true.append(fid_net(u8_true).double().cpu().numpy())
         rgb_parts.append(u8_pred.permute(0, 2, 3, 1).cpu().numpy())
 
-    per_image = pd.DataFrame({"id": rows["id"].astype(str).tolist(), "path": rows["path"].astype(str).tolist()})
-    summary: dict[str, Any] = {"model": model_id, "n_images": n}
+    per_image = pd.DataFrame({"id": rows["id"].astype(str).tolist(), "path": rows["path"].astype(str).tolist(),
+                              "group": rows["group"].astype(str).tolist()})
+    groups = per_image["group"].to_numpy()
+    n_photos = int(per_image["group"].nunique())
+    summary: dict[str, Any] = {"model": model_id, "n_images": n, "n_photos": n_photos}
     for name in IMAGE_METRICS:
         x = np.concatenate(values[name])
         per_image[name] = x
-        mean, low, high = bootstrap_ci(x, n_resamples=params.bootstrap, seed=params.seed)
+        mean, low, high = bootstrap_ci(x, n_resamples=params.bootstrap, seed=params.seed, groups=groups)
         summary[name] = {"mean": round_sig(mean), "ci95_low": round_sig(low), "ci95_high": round_sig(high)}
     fid_key = json.dumps({"truth_sha256": truth_digest.hexdigest(), "extractor": fid_net.provenance,
                           "batch_size": params.batch_size, "device": device.type,
@@ -205,7 +210,8 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
                                  # the run's length: "epoch 1 of 4" says more than "epoch 1"
                                  "epochs": int(((payload.get("run") or {}).get("train") or {}).get("epochs", -1)),
                                  "select": str((payload.get("selected") or {}).get("criterion", "?"))}
-    summary["aggregation"] = (f"mean over test images, percentile bootstrap 95% CI ({params.bootstrap} resamples, "
+    summary["aggregation"] = (f"mean over the {n} test images; percentile bootstrap 95% CI over the {n_photos} "
+                              f"source photos, crops of a photo drawn together ({params.bootstrap} resamples, "
                               f"seed {params.seed}); fid per set")
     return Evaluation(model_id, summary, per_image, per_image["id"].tolist(), np.concatenate(rgb_parts), fid_key,
                       true_features)

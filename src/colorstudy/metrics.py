@@ -35,7 +35,10 @@ Conventions, where the study leaves a choice:
 * Colorfulness: Hasler & Süsstrunk (2003) on 0-255 RGB with ``rg = |R - G|``,
   ``yb = |(R + G)/2 - B|`` (the absolute-value variant of published colorization
   tables), population standard deviations; ``delta_colorfulness`` =
-  ``|CF(pred) - CF(truth)|``.
+  ``|CF(pred) - CF(truth)|``. ``colorfulness_signed`` is the paper's original with the
+  signed opponent channels, beside it for comparison with the 2003 paper.
+* SSIM: skimage's defaults, a 7x7 *uniform* window (not Wang et al.'s 11x11 Gaussian,
+  sigma 1.5); the label says so.
 * LPIPS: ``lpips`` 0.1.4, AlexNet trunk, v0.1 linear heads (shipped in the package).
 * FID: pytorch-fid's InceptionV3 pool3 (2048-d) features. On a few hundred images
   FID is biased upwards and noisy (its bias shrinks like 1/N); compare models only
@@ -56,7 +59,7 @@ import importlib.metadata
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from unittest import mock
@@ -303,11 +306,14 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
     return s.mean(dim=(-3, -2, -1)).view(batch, channels).mean(dim=1)
 
 
-def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler & Süsstrunk colorfulness per image, absolute-value variant, 0-255 RGB."""
+def colorfulness(rgb: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """Hasler & Süsstrunk colorfulness per image, 0-255 RGB: by default the variant with
+    |rg| and |yb| that published colorization tables use; ``signed`` is the 2003 paper's
+    own definition (opponent channels with their signs: a uniform cast has no spread)."""
     R, G, B = (as_unit_rgb(rgb) * 255.0).unbind(dim=1)
-    rg = (R - G).abs().flatten(1)
-    yb = (0.5 * (R + G) - B).abs().flatten(1)
+    rg, yb = (R - G).flatten(1), (0.5 * (R + G) - B).flatten(1)
+    if not signed:
+        rg, yb = rg.abs(), yb.abs()
     spread = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
     level = torch.sqrt(rg.mean(dim=1).square() + yb.mean(dim=1).square())
     return spread + 0.3 * level
@@ -333,6 +339,7 @@ def _pixel_means(pred: torch.Tensor, target: torch.Tensor, u8_pred: torch.Tensor
         "delta_e76": delta_e76(lab_true, lab_pred).mean(dim=(-2, -1)),
         "colorfulness_pred": colorfulness(pred),
         "colorfulness_true": colorfulness(target),
+        "colorfulness_signed_pred": colorfulness(pred, signed=True),
     }
 
 
@@ -563,7 +570,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     "psnr": Metric(_psnr, "higher", "PSNR (sRGB uint8)", "dB"),
-    "ssim": Metric(_ssim, "higher", "SSIM (sRGB uint8)"),
+    "ssim": Metric(_ssim, "higher", "SSIM (sRGB uint8, 7×7 uniform window)"),
     "mse_rgb": Metric(_pixel_mean("mse_rgb"), "lower", "MSE (sRGB [0,1])"),
     "mae_rgb": Metric(_pixel_mean("mae_rgb"), "lower", "MAE (sRGB [0,1])"),
     "mse_ab": Metric(_pixel_mean("mse_ab"), "lower", "MSE (ab/128)"),
@@ -572,6 +579,8 @@ METRICS: dict[str, Metric] = {
     "ciede2000": Metric(_pixel_mean("ciede2000"), "lower", "CIEDE2000", "ΔE00"),
     "delta_e76": Metric(_pixel_mean("delta_e76"), "lower", "ΔE76", "ΔE"),
     "colorfulness": Metric(_pixel_mean("colorfulness_pred"), "higher", "Colorfulness (H&S, |rg|, |yb|)"),
+    "colorfulness_signed": Metric(_pixel_mean("colorfulness_signed_pred"), "higher",
+                                  "Colorfulness (H&S 2003 original, signed rg, yb)"),
     "delta_colorfulness": Metric(_delta_colorfulness, "lower", "ΔColorfulness |CF - CF(truth)|"),
     "lpips": Metric(_lpips, "lower", "LPIPS (AlexNet, v0.1)", backbone="lpips"),
     "fid": Metric(frechet_distance, "lower", "FID (Inception pool3)", scope="set", backbone="fid"),
@@ -594,11 +603,17 @@ def compute(batch: MetricBatch) -> dict[str, torch.Tensor]:
 # -- aggregation -------------------------------------------------------------------------
 
 def bootstrap_ci(values: Iterable[float] | np.ndarray | torch.Tensor, n_resamples: int = 1000, seed: int = 42,
-                 confidence: float = 0.95) -> tuple[float, float, float]:
+                 confidence: float = 0.95, groups: Sequence[Any] | np.ndarray | None = None,
+                 ) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean over images and its percentile bootstrap CI.
 
-    Resamples images with replacement (numpy ``default_rng(seed)``: the same numbers
-    for the same seed). ``low``/``high`` are the lower/upper order statistics at the
+    Resamples images with replacement, or, given ``groups`` (the source photo of each
+    image), whole groups: crops of one photo are not independent samples, and treating
+    them so makes the interval as narrow as the crop count allows while the result rests
+    on a few photos. A resample's mean is then the mean over every image of the drawn
+    groups (a cluster bootstrap); without ``groups`` each image is its own group, the
+    same draws as the plain bootstrap. numpy ``default_rng(seed)``: the same numbers
+    for the same seed. ``low``/``high`` are the lower/upper order statistics at the
     tails, never interpolated between two resample means (so the interval is
     conservative by at most one resample step, and ±inf stays exact).
     NaN is an error (a metric broke on some image; averaging around it would hide
@@ -615,12 +630,24 @@ def bootstrap_ci(values: Iterable[float] | np.ndarray | torch.Tensor, n_resample
     if not 0.0 < confidence < 1.0 or n_resamples < 1:
         raise ValueError(f"bootstrap_ci: need 0 < confidence < 1 and n_resamples >= 1, "
                          f"got {confidence} and {n_resamples}")
+    if groups is None:
+        sums, counts = x, np.ones_like(x)
+    else:
+        labels = np.asarray(groups).ravel()
+        if labels.size != x.size:
+            raise ValueError(f"bootstrap_ci: {labels.size} group labels for {x.size} values")
+        _, inverse = np.unique(labels, return_inverse=True)  # sorted labels: the same draws on every run
+        sums = np.bincount(inverse, weights=x) if np.isfinite(x).all() else \
+            np.array([x[inverse == g].sum() for g in range(inverse.max() + 1)])
+        counts = np.bincount(inverse).astype(np.float64)
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
-    rows = max(1, 4_000_000 // x.size)  # bounded index memory for large test sets
+    n = sums.size
+    rows = max(1, 4_000_000 // n)  # bounded index memory for large test sets
     for start in range(0, n_resamples, rows):
         stop = min(start + rows, n_resamples)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+        draw = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = x[draw].mean(axis=1) if groups is None else sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
     tail = (1.0 - confidence) / 2.0
     low = np.quantile(means, tail, method="lower")
     high = np.quantile(means, 1.0 - tail, method="higher")
