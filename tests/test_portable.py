@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # sha256 of each file `preprocess` writes for the default params.yaml `data` section.
 # A change here is a change of the study's data: re-run `dvc repro` and commit dvc.lock.
 SAMPLE_SHARDS_SHA256 = {
-    "manifest.parquet": "70f04da15515d2f56a7ef44d7f9598521308946e0465cd803f7efde8c77abb61",
-    "rejects.csv": "6cf019e58456b99816f63004d668a440fea647527924bf8efc7e35efda05f9bd",
+    "manifest.parquet": "1b30ac21622ef39745429da6d83f455a5d68c730bf112a96605110fd7c9970f1",
+    "rejects.csv": "98ada37ed090a83a74034b2e8e6fc95d442f623306570f433f78411e43bca097",
     "test-00000.arrow": "1136948ea92d20bc232077abfb3c85c03a28c11e347b8dd8c2ae85899c6314e7",
-    "train-00000.arrow": "ddf9fe2ee261e7305b66db694283b2b0f8bc86cc7411f70e0788e7e116e7731a",
-    "val-00000.arrow": "f875d6f2c65f0eb873cd1b281fbd5078596238706e63677c09995c9c3711d13d",
+    "train-00000.arrow": "84201ce2fbbda5f7d59b6c3a5b86b5d4e6c9a6640e4e259cb9143617786f076b",
+    "val-00000.arrow": "62e185a4539571d69581e373537738d545c5cbbeff659c5db97140c47ed89765",
 }
 
 # Other CPUs, simulated by turning dispatch down: an AVX2-only machine (torch's AVX2
