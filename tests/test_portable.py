@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A change here is a change of the study's data: re-run `dvc repro` and commit dvc.lock.
 SAMPLE_SHARDS_SHA256 = {
     "manifest.parquet": "1b30ac21622ef39745429da6d83f455a5d68c730bf112a96605110fd7c9970f1",
-    "rejects.csv": "98ada37ed090a83a74034b2e8e6fc95d442f623306570f433f78411e43bca097",
+    "rejects.csv": "055f451f971f216c670504b35f2fb7ae35a0104b0ebb9e8fcadf09acbcfded76",
     "test-00000.arrow": "1136948ea92d20bc232077abfb3c85c03a28c11e347b8dd8c2ae85899c6314e7",
     "train-00000.arrow": "84201ce2fbbda5f7d59b6c3a5b86b5d4e6c9a6640e4e259cb9143617786f076b",
     "val-00000.arrow": "62e185a4539571d69581e373537738d545c5cbbeff659c5db97140c47ed89765",

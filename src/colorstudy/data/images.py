@@ -133,7 +133,7 @@ def color_verdict(stats: ColorStats, k: int, *, color_chroma: float, min_color_f
     if concentration > math.exp(-math.radians(min_hue_spread) ** 2 / 2):
         spread = math.degrees(math.sqrt(-2 * math.log(concentration))) if concentration < 1 else 0.0
         return "monochrome", (f"one hue: the colored pixels' hue spread {spread:.2f}° < min_hue_spread "
-                              f"{min_hue_spread:g}° (a toned print, or a crop of one uniform color)")
+                              f"{min_hue_spread:g}° (a toned print)")
     return None
 
 
