@@ -1,0 +1,187 @@
+"""The study report: every model and the grayscale baseline, side by side.
+
+:func:`build_report` reads the evaluate stages' outputs (``<eval>/<id>/metrics.json``
+and ``per_image.parquet``, ``<pred>/<id>.npz``), the test split (for the gray inputs
+and the ground truth), the training logs dvclive wrote (``<train>/<id>/plots/metrics``),
+the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
+
+* ``report.md`` (GitHub-rendered; figures as relative links to ``figures/*.jpg``) and
+  ``report.html`` (the same content, self-contained: each figure embedded once as a
+  ``data:`` URI);
+* ``figures/``: comparison grid and best/worst examples per model (``*.jpg``), metric
+  charts with CI whiskers and training curves (palette ``*.png``), at the size shown;
+* ``summary/<id>.json`` and ``summary/baseline.json``: the headline numbers, the metrics
+  ``dvc metrics show`` / ``dvc exp show`` present (numbers only: a rank, the ranking
+  metrics' means, LPIPS and FID only with ImageNet backbones);
+* ``plots/curves.csv`` (validation curves per model, the grayscale baseline as model
+  ``grayscale``) and ``plots/means.csv`` (headline means with CIs), which dvc.yaml's
+  top-level plots draw;
+* ``ranking.json``: ``{"best", "ranking", "formula", ...}`` (``colorize`` reads ``best``);
+* ``comparison.csv`` (model, metric, mean, ci95_low, ci95_high): every metric.
+
+Deterministic: no timestamps, fixed iteration order (the study order of ``params.yaml``),
+fixed number formatting, matplotlib's default style with fixed sizes, images without
+metadata: the same inputs give byte-identical files on the same machine.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from colorstudy import lab
+from colorstudy.config import DataParams, EvaluateParams, ReportParams, section
+from colorstudy.data.shards import LabShards
+from colorstudy.evaluate import BASELINE, METRICS_FILE, round_sig
+from colorstudy.metrics import METRICS, bootstrap_ci, colorfulness
+from colorstudy.paired import paired_difference, tied_with
+from colorstudy.report.document import Doc
+from colorstudy.report.figures import (
+    bars_figure,
+    curves_figure,
+    examples_figure,
+    figure_style,
+    grid_figure,
+    model_colors,
+)
+from colorstudy.report.inputs import ModelResult, ReportError, load_result, metric_names, read_curves, study_order
+from colorstudy.report.outputs import (
+    FIGURES,
+    PLOTS,
+    SUMMARY,
+    clear_outputs,
+    file_safe,
+    headline_metrics,
+    write_comparison,
+    write_plot_data,
+    write_summary,
+)
+from colorstudy.report.ranking import formula_text, rank_models, ranking_metrics
+from colorstudy.report.reference import differing_params
+from colorstudy.report.sections import document
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    html: Path
+    ranking: dict[str, Any]
+    figures: list[Path]
+
+
+def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | Path, train_dir: str | Path,
+                 out_dir: str | Path, params: dict[str, Any], *,
+                 preprocess_json: str | Path | None = None) -> ReportFiles:
+    """Write the report files into ``out_dir`` (see the module docstring)."""
+    eval_dir, pred_dir, train_dir, out_dir = Path(eval_dir), Path(pred_dir), Path(train_dir), Path(out_dir)
+    preprocess_json = Path(preprocess_json) if preprocess_json else out_dir / "preprocess.json"
+    report_params = section(params, "report", ReportParams)
+    eval_params = section(params, "evaluate", EvaluateParams)
+    data_params = section(params, "data", DataParams)
+
+    ids, missing, stale = study_order(params, eval_dir)
+    if not (eval_dir / BASELINE / METRICS_FILE).is_file():
+        raise ReportError(f"{eval_dir / BASELINE / METRICS_FILE} is missing: every table carries the grayscale "
+                          f"baseline; run the evaluate_baseline stage (dvc repro)")
+    shards = LabShards(shards_dir)
+    test_ids = shards.rows("test")["id"].astype(str).tolist()
+    models = [load_result(i, eval_dir, pred_dir, test_ids) for i in ids]
+    baseline = load_result(BASELINE, eval_dir, pred_dir, test_ids)
+    rows = [*models, baseline]
+    metrics = metric_names(rows)
+    n = len(test_ids)
+
+    # ground truth and gray input of the test images (what the models saw)
+    L, ab = shards.split("test")
+    truth_u8 = np.concatenate([lab.to_uint8(lab.colorize(L[i:i + 64], ab[i:i + 64]).permute(0, 2, 3, 1))
+                               for i in range(0, n, 64)])
+    gray_u8 = baseline.rgb
+    truth_cf = torch.cat([colorfulness(lab.colorize(L[i:i + 64], ab[i:i + 64])) for i in range(0, n, 64)])
+    groups = baseline.per_image["group"].to_numpy()
+    truth_cf_ci = bootstrap_ci(truth_cf.double().numpy(), eval_params.bootstrap, eval_params.seed, groups=groups)
+
+    used, dropped = ranking_metrics(models, metrics)
+    order, mean_rank, ranks = rank_models(models, used)
+    formula = formula_text(used, dropped)
+    boot = {"n_resamples": eval_params.bootstrap, "seed": eval_params.seed}
+    paired_metrics = {m: METRICS[m].direction for m in used if METRICS[m].scope == "image"}
+    versus = {r.model_id: {m: paired_difference(r.per_image, baseline.per_image, m, **boot) for m in paired_metrics}
+              for r in models}
+    tables = {r.model_id: r.per_image for r in models}
+    ranking = {"best": order[0] if order else None, "ranking": order, "formula": formula, "metrics": used,
+               "mean_rank": mean_rank,
+               # the leader is not distinguishably better than these on any per-image ranking metric
+               "tied_with_best": tied_with(order[0], tables, paired_metrics, **boot) if order else [],
+               "versus_baseline": {i: {m: {k: round_sig(v) if isinstance(v, float) else v
+                                           for k, v in d.as_dict().items()} for m, d in per.items()}
+                                   for i, per in versus.items()}}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = out_dir / FIGURES
+    clear_outputs(fig_dir, "*.png", "*.jpg")
+    figures: list[Path] = []
+    colors = model_colors(ids)
+    with figure_style():
+        k = min(report_params.grid_images, n)
+        indices = sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+        grid = fig_dir / "comparison_grid.jpg"
+        grid_figure(grid, indices, test_ids, gray_u8, truth_u8, models)
+        figures.append(grid)
+        examples: dict[str, Path] = {}
+        for r in models:
+            table = r.per_image.reset_index().sort_values(["ciede2000", "id"], kind="stable")
+            e = min(report_params.examples, n)
+            best = [("best", int(i), float(v)) for i, v in
+                    zip(table["index"].iloc[:e], table["ciede2000"].iloc[:e])]
+            worst = [("worst", int(i), float(v)) for i, v in
+                     zip(table["index"].iloc[::-1].iloc[:e], table["ciede2000"].iloc[::-1].iloc[:e])]
+            path = fig_dir / f"examples_{file_safe(r.model_id)}.jpg"
+            examples_figure(path, r, [*best, *worst], gray_u8, truth_u8, test_ids)
+            examples[r.model_id] = path
+            figures.append(path)
+        bars = fig_dir / "metrics.png"
+        bars_figure(bars, rows, metrics, colors)
+        figures.append(bars)
+        curves = {i: c for i in ids if (c := read_curves(train_dir, i))}
+        curve_figures: list[tuple[str, Path]] = []
+        if curves:
+            names = sorted({name for c in curves.values() for name in c})
+            val = [m for m in ("val/ab_l1", "val/ab_error") if m in names]
+            base = next(iter(curves.values()))
+            base_curves = {m: base[f"val/baseline_{m.split('/', 1)[1]}"] for m in val
+                           if f"val/baseline_{m.split('/', 1)[1]}" in base}
+            if val:
+                path = fig_dir / "training_validation.png"
+                curves_figure(path, val, curves, colors, base_curves)
+                curve_figures.append(("validation metrics per epoch (dashed: grayscale baseline)", path))
+            train_names = [m for m in names if m.startswith("train/")]
+            if train_names:
+                path = fig_dir / "training_losses.png"
+                curves_figure(path, train_names, curves, colors)
+                curve_figures.append(("training losses per epoch (weighted terms)", path))
+            figures += [p for _, p in curve_figures]
+
+    data_params = dataclasses.replace(data_params, image_size=shards.image_size)  # what the shards hold
+    n_photos = int(shards.rows("test")["group"].nunique())
+    doc = document(params, data_params, eval_params, report_params, models, baseline, metrics,
+                    ranking, ranks, dropped, truth_cf_ci, n, n_photos, indices, examples, curve_figures, missing,
+                    stale, preprocess_json, out_dir, versus, train_dir)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(doc.markdown(), encoding="utf-8")
+    html_path.write_text(doc.html(out_dir, "Colorization study report"), encoding="utf-8")
+    (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_comparison(out_dir, rows, metrics)
+    write_summary(out_dir / SUMMARY, models, baseline, ranking, headline_metrics(rows, metrics))
+    write_plot_data(out_dir / PLOTS, models, baseline, curves)
+    return ReportFiles(md_path, html_path, ranking, figures)
+
+
+__all__ = ["Doc", "ModelResult", "ReportError", "ReportFiles", "build_report", "differing_params", "rank_models",
+           "ranking_metrics", "read_curves", "study_order"]

@@ -1,0 +1,123 @@
+"""What the report reads: the evaluations, predictions and training logs, and the
+number formatting every section shares."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
+from colorstudy.metrics import METRICS
+from colorstudy.weights import RANDOM_NOTE
+
+ARROWS = {"higher": "↑", "lower": "↓"}
+RANDOM_SHORT = "random init, not comparable to published numbers"
+
+
+class ReportError(RuntimeError):
+    """An input of the report is missing or stale; the message says which and what to rerun."""
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+@dataclass
+class ModelResult:
+    model_id: str
+    summary: dict[str, Any]
+    per_image: pd.DataFrame
+    rgb: np.ndarray  # uint8 [N, H, W, 3]
+
+
+def study_order(params: dict[str, Any], eval_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """``(evaluated ids in study order, ids of params without an evaluation, stale evaluations)``."""
+    found = sorted(p.name for p in eval_dir.iterdir() if (p / METRICS_FILE).is_file()) if eval_dir.is_dir() else []
+    listed = [str(k) for k in (params.get("models") or {})]
+    if not listed:
+        return [i for i in found if i != BASELINE], [], []
+    ids = [i for i in listed if i in found]
+    return ids, [i for i in listed if i not in found], [i for i in found if i not in listed and i != BASELINE]
+
+
+def load_result(model_id: str, eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelResult:
+    folder = eval_dir / model_id
+    summary = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    per_image = pd.read_parquet(folder / PER_IMAGE_FILE)
+    pred_path = pred_dir / f"{model_id}.npz"
+    if not pred_path.is_file():
+        raise ReportError(f"{pred_path} is missing: rerun the evaluate stage of {model_id} (dvc repro)")
+    ids, rgb = load_predictions(pred_path)
+    if ids != test_ids or per_image["id"].tolist() != test_ids:
+        raise ReportError(f"{folder} / {pred_path} were made on another test split than the current shards: "
+                          f"rerun the evaluate stage of {model_id} (dvc repro)")
+    return ModelResult(model_id, summary, per_image, rgb)
+
+
+def read_curves(train_dir: Path, model_id: str) -> dict[str, pd.DataFrame]:
+    """dvclive's ``plots/metrics/**.tsv`` of a model: name (``val/ab_l1``) -> columns step, value."""
+    root = train_dir / model_id / "plots" / "metrics"
+    curves = {}
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        table = pd.read_csv(path, sep="\t")
+        value = [c for c in table.columns if c not in ("step", "timestamp")]
+        if "step" in table.columns and value:
+            curves[path.relative_to(root).with_suffix("").as_posix()] = pd.DataFrame(
+                {"step": table["step"], "value": table[value[-1]]})
+    return curves
+
+
+# -- numbers --------------------------------------------------------------------------
+
+def metric_names(results: Sequence[ModelResult]) -> list[str]:
+    """Registry metrics present in every result, in registry order."""
+    return [m for m in METRICS if all(m in r.summary for r in results)]
+
+
+def mean_of(summary: dict[str, Any], metric: str) -> float:
+    value = summary[metric]
+    return float(value["mean"] if isinstance(value, dict) else value)
+
+
+def decimals_for(values: Iterable[float]) -> int:
+    """Decimals showing about 4 significant digits of the column's largest magnitude."""
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not finite:
+        return 2
+    return int(min(6, max(0, 3 - math.floor(math.log10(max(finite))))))
+
+
+def fmt(x: float, decimals: int) -> str:
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{decimals}f}"
+
+
+def best_ids(values: dict[str, float], direction: str) -> set[str]:
+    finite = {k: v for k, v in values.items() if not math.isnan(v)}
+    if not finite:
+        return set()
+    target = max(finite.values()) if direction == "higher" else min(finite.values())
+    return {k for k, v in finite.items() if v == target}
+
+
+def is_random(label: str) -> bool:
+    return "random" in label
+
+
+def display(label: str) -> str:
+    """A provenance label as the report prints it: random backbones say so in one phrase."""
+    return label.replace(RANDOM_NOTE, RANDOM_SHORT)
+
+
+def backbone_label(results: Sequence[ModelResult], key: str) -> str:
+    """What every result says about backbone ``key`` (``lpips``, ``fid``), joined when they differ."""
+    labels = sorted({display(r.summary.get("provenance", {}).get(key, "unknown")) for r in results})
+    return "; ".join(labels)
