@@ -219,3 +219,16 @@ def test_stage_script(inputs, tmp_path, monkeypatch):
     args = [str(inputs[k]) for k in ("eval", "pred", "shards", "train")] + ["reports", str(inputs["preprocess"])]
     assert run_stage("report.py", args, tmp_path, monkeypatch) == 0
     assert json.loads((tmp_path / "reports/ranking.json").read_text())["best"] in MODELS
+
+
+def test_perceptual_share_is_the_weighted_terms_ratio(tmp_path):
+    from colorstudy.report.inputs import read_curves
+    from colorstudy.report.sections import _perceptual_share
+
+    for name, value in {"train/l1": 9.0, "train/perceptual": 0.5, "train/adversarial": 0.5,
+                        "train/discriminator": 7.0}.items():
+        path = tmp_path / "C" / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n0\t99\n1\t{value}\n")  # the last epoch counts
+    assert _perceptual_share(read_curves(tmp_path, "C")) == "5.0 %"  # D's own loss is not G's objective
+    assert _perceptual_share({}) == "—"
