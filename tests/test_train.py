@@ -194,7 +194,7 @@ def test_batchnorm_recalibration_matches_eval_mode_to_batch_statistics(faces_sha
     target = batch_statistics_output()
     model.load_state_dict(init)  # undo the running-average update that pass made
     stale = eval_output()
-    recalibrate_batchnorm(model, L, batch_size=len(L), device=torch.device("cpu"))
+    recalibrate_batchnorm(model, [L], device=torch.device("cpu"))
     fresh = eval_output()
     stale_gap = (stale - target).abs().mean() / target.abs().mean()
     fresh_gap = (fresh - target).abs().mean() / target.abs().mean()
@@ -216,3 +216,27 @@ def test_train_select_picks_the_checkpoint(faces_shards, study_params, tmp_path,
     assert chosen["selected"]["criterion"] == select and summary["epochs"] == 3
     if select == "last":
         _assert_same_weights(tmp_path / "models" / "selected.pt", tmp_path / "models" / "last.pt")
+
+
+def test_a_split_over_the_memory_budget_streams_and_trains_the_same_weights(faces_shards, study_params, tmp_path):
+    """The fallback for splits larger than GPU memory, forced with a tiny budget on CPU."""
+    study_params["train"].update(epochs=2, decay_epochs=1)
+    run = resolve_model(study_params, "B")  # both optimizers, augmentation on
+    resident = _train(run, faces_shards, tmp_path / "resident")
+    streamed = train_model(run, faces_shards, tmp_path / "streamed/models", tmp_path / "streamed/logs",
+                           memory_budget=1024)
+    assert (resident["train_split"], streamed["train_split"]) == ("resident", "streamed")
+    a, b = (checkpoint.load(tmp_path / d / "models/last.pt") for d in ("resident", "streamed"))
+    for part in ("generator", "discriminator"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)  # bitwise: the same batches
+    for one, other in zip(a["history"], b["history"], strict=True):
+        for key, value in one.items():
+            # the streamed val baseline is summed per batch in float64, the resident one in one go
+            assert other[key] == (pytest.approx(value, rel=1e-6) if "baseline" in key else value), key
+
+
+def test_a_train_split_smaller_than_one_batch_is_refused(faces_shards, study_params, tmp_path):
+    study_params["train"]["batch_size"] = 4096
+    with pytest.raises(RuntimeError, match=r"at least train.batch_size=4096 images"):
+        _train(resolve_model(study_params, "A"), faces_shards, tmp_path)

@@ -8,6 +8,7 @@ naming the key. Range checks live in each dataclass's ``__post_init__``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -98,6 +99,17 @@ def parse(cls: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
         raise
     except (TypeError, ValueError) as e:
         raise ParamsError(f"{where}: {e}") from e
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+
+
+def check_device_name(choice: str) -> str | None:
+    """Why ``choice`` is not a device name params accept, or None when it is one."""
+    if not isinstance(choice, str) or DEVICE_PATTERN.fullmatch(choice) is None:
+        return f"{choice!r} is not a device; use {DEVICE_CHOICES} (N: a GPU index, 0 first)"
+    return None
 
 
 def require(condition: bool, where: str, message: str) -> None:
@@ -196,10 +208,13 @@ class TrainParams:
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     width: int = 64
     augment: bool = True
-    num_threads: int = 1
+    num_threads: int = 1  # per process
+    # data-parallel processes (torchrun; gloo on CPU, NCCL on GPUs); batch_size is the
+    # global batch, split evenly over them
+    nproc: int = 1
     # which checkpoint the study scores: the last epoch (pix2pix's choice; the learning
     # rate has decayed to zero there) or the epoch best on a validation metric
     select: Literal["last", "val_ab_l1", "val_ab_error"] = "last"
@@ -212,6 +227,14 @@ class TrainParams:
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)")
         require(self.width >= 1, "train.width", "must be >= 1")
         require(self.num_threads >= 1, "train.num_threads", "must be >= 1")
+        require(check_device_name(self.device) is None, "train.device", str(check_device_name(self.device)))
+        require(self.nproc >= 1, "train.nproc", "must be >= 1 (processes of one data-parallel run)")
+        require(self.batch_size % self.nproc == 0, "train.batch_size",
+                f"{self.batch_size} does not split over train.nproc={self.nproc} processes; "
+                f"make it a multiple of {self.nproc}")
+        require(self.nproc == 1 or self.device in ("auto", "cpu", "cuda"), "train.device",
+                f"{self.device} names one GPU but train.nproc={self.nproc}: use `cuda` (process k "
+                f"takes cuda:k; CUDA_VISIBLE_DEVICES picks which GPUs) or train.nproc=1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,12 +264,13 @@ class EvaluateParams:
     fid_weights: Literal["imagenet", "random"] = "random"
     bootstrap: int = 1000
     seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 1  # CPU threads, fixed so the metrics repeat bit for bit
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
         require(self.num_threads >= 1, "evaluate.num_threads", "must be >= 1")
+        require(check_device_name(self.device) is None, "evaluate.device", str(check_device_name(self.device)))
         require(self.bootstrap >= 100, "evaluate.bootstrap", "use at least 100 resamples")
 
 

@@ -7,16 +7,29 @@ from collections.abc import Iterator
 
 import torch
 
+from colorstudy.config import check_device_name
+
 
 def resolve_device(choice: str) -> torch.device:
-    """``auto`` -> cuda when present, else cpu; asking for cuda without one is an error."""
+    """``auto`` -> cuda when present, else cpu; ``cuda:N`` must name a GPU torch sees.
+
+    Asking for a GPU that is not there is an error, never a quiet fall-back to the CPU.
+    """
+    problem = check_device_name(choice)
+    if problem:
+        raise ValueError(problem)
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device `cuda` was asked for but torch sees no GPU; use `auto` or `cpu`")
-    if choice not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {choice!r}")
-    return torch.device(choice)
+    if choice == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device `{choice}` was asked for but torch sees no GPU; use `auto` or `cpu`")
+    device = torch.device(choice)
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise RuntimeError(f"device `{choice}`: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1} "
+                           f"(CUDA_VISIBLE_DEVICES renumbers them from 0)")
+    return device
 
 
 def make_reproducible(device: torch.device, num_threads: int) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from colorstudy import checkpoint
-from colorstudy.config import AdversarialParams, PerceptualParams, TrainParams
+from colorstudy.config import AdversarialParams, PerceptualParams, TrainParams, parse
+from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_split
 from colorstudy.data.shards import LabShards
+from colorstudy.distributed import (SINGLE, ProcessGroup, average_gradients, barrier, start, stop, sum_over_ranks,
+                                    unwrap, wrap_generator)
 from colorstudy.lab import AB_SCALE
 from colorstudy.losses import build_loss, discriminator_loss
 from colorstudy.models import build_discriminator, build_generator
-from colorstudy.runtime import autocast, inference, make_reproducible, resolve_device
+from colorstudy.runtime import autocast, inference, make_reproducible
 
 MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
 MAX_SHIFT = 0.2  # translation: ±10 % of the width, the seed study's (affine_grid spans [-1, 1])
@@ -34,18 +39,22 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or inf; training stops rather than save garbage."""
 
 
-def augment(L: torch.Tensor, ab: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(L: torch.Tensor, ab: torch.Tensor, gen: torch.Generator, global_batch: int | None = None,
+            offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal flip, small rotation and translation, the same for L and ab.
 
     Runs where the data lives (GPU when present) as one batched resampling; no color
-    jitter, which would change the ground truth colors.
+    jitter, which would change the ground truth colors. Under data parallelism the
+    draws are made for the whole ``global_batch`` and this rank's images are those from
+    ``offset`` on, so every image is transformed as in a single-process run.
     """
     x = torch.cat((L, ab), dim=1)
     n = x.shape[0]
-    flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+    drawn, share = global_batch or n, slice(offset, offset + n)
+    flip = (torch.rand(drawn, generator=gen, device=x.device) < 0.5)[share]
     x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
-    angle = (torch.rand(n, generator=gen, device=x.device) * 2 - 1) * math.radians(MAX_ROTATION_DEG)
-    shift = (torch.rand(n, 2, generator=gen, device=x.device) * 2 - 1) * MAX_SHIFT
+    angle = ((torch.rand(drawn, generator=gen, device=x.device) * 2 - 1) * math.radians(MAX_ROTATION_DEG))[share]
+    shift = ((torch.rand(drawn, 2, generator=gen, device=x.device) * 2 - 1) * MAX_SHIFT)[share]
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack((torch.stack((cos, -sin, shift[:, 0]), 1), torch.stack((sin, cos, shift[:, 1]), 1)), 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -61,8 +70,9 @@ def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: torch.nn.Module, L: torch.Tensor, batch_size: int, device: torch.device) -> None:
-    """Set every BatchNorm's running statistics to the exact average over ``L`` at the current weights.
+def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> None:
+    """Set every BatchNorm's running statistics to the exact average over the L ``batches``
+    at the current weights.
 
     Why: eval mode normalizes with running averages (momentum 0.1) of statistics the
     weights had many steps ago. Early in training, with pix2pix's N(0, 0.02) init, the
@@ -83,15 +93,15 @@ def recalibrate_batchnorm(model: torch.nn.Module, L: torch.Tensor, batch_size: i
         m.momentum = None  # cumulative average over the batches below
         m.train()
     with autocast(device):
-        for i in range(0, len(L), batch_size):
-            model(L[i:i + batch_size])
+        for L in batches:
+            model(L)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
 
 
 @torch.no_grad()
-def validate(generator: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int,
+def validate(generator: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              device: torch.device) -> dict[str, float]:
     """Validation ab-L1 (normalized ab) and ab error (mean |Δab| in Lab units).
 
@@ -100,23 +110,33 @@ def validate(generator: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, batc
     of the test split), so they are not to be set beside a published test ΔE.
     """
     l1_sum = de_sum = 0.0
+    n = 0
     with inference(generator), autocast(device):
-        for i in range(0, len(L), batch_size):
-            pred = generator(L[i:i + batch_size]).float()
-            diff = pred - ab[i:i + batch_size]
+        for L, ab in batches:
+            diff = generator(L).float() - ab
             l1_sum += diff.abs().mean(dim=(1, 2, 3)).sum().item()
             de_sum += (diff.square().sum(dim=1).sqrt() * AB_SCALE).mean(dim=(1, 2)).sum().item()
-    return {"ab_l1": l1_sum / len(L), "ab_error": de_sum / len(L)}
+            n += len(L)
+    return {"ab_l1": l1_sum / n, "ab_error": de_sum / n}
 
 
-def grayscale_baseline(ab: torch.Tensor) -> dict[str, float]:
+def grayscale_baseline(data: SplitData, batch_size: int) -> dict[str, float]:
     """The same validation numbers for ab = 0: what a model must beat."""
-    return {"ab_l1": ab.abs().mean().item(),
-            "ab_error": (ab.square().sum(dim=1).sqrt() * AB_SCALE).mean().item()}
+    if isinstance(data, ResidentSplit):
+        return {"ab_l1": data.ab.abs().mean().item(),
+                "ab_error": (data.ab.square().sum(dim=1).sqrt() * AB_SCALE).mean().item()}
+    l1 = error = 0.0
+    for _, ab in data.chunks(batch_size):  # a streamed split: whole-split means, in float64
+        l1 += ab.double().abs().mean(dim=(1, 2, 3)).sum().item()
+        error += (ab.double().square().sum(dim=1).sqrt() * AB_SCALE).mean(dim=(1, 2)).sum().item()
+    return {"ab_l1": l1 / len(data), "ab_error": error / len(data)}
 
 
-def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, step: int) -> None:
-    total = sum(losses.values())
+def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, step: int,
+                  group: ProcessGroup = SINGLE) -> None:
+    # over all ranks, so that every rank stops at the same step instead of the others
+    # waiting forever in the next all-reduce
+    total = sum_over_ranks(sum(losses.values()), group)
     if not torch.isfinite(total):  # one sync per step; per-term values only on failure
         bad = [f"{name}={value.item()}" for name, value in losses.items() if not torch.isfinite(value)]
         raise NonFiniteLossError(
@@ -124,8 +144,142 @@ def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, st
             f"Lower train.lr or the offending weight in `loss`, then rerun.")
 
 
+@dataclass
+class Objective:
+    """What one training step optimizes: the generator, its weighted loss terms, and the
+    PatchGAN with its optimizer when the objective is adversarial."""
+
+    generator: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    terms: dict[str, float]
+    losses: dict[str, torch.nn.Module]
+    provenance: dict[str, Any]
+    discriminator: torch.nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [opt for opt in (self.opt_g, self.opt_d) if opt is not None]
+
+    @property
+    def logged(self) -> list[str]:
+        """Per-epoch mean losses: every term, and the discriminator's own."""
+        return [*self.terms, *(["discriminator"] if self.discriminator is not None else [])]
+
+
+def build_objective(run: dict[str, Any], cfg: TrainParams, device: torch.device) -> Objective:
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    generator = build_generator(run["generator"], **run["arch_kwargs"]).to(device)
+    generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
+    betas = (cfg.beta1, cfg.beta2)
+    # A fixed order: the sum of the terms (float addition) must not depend on whether
+    # the spec came from params or from its sorted JSON file.
+    objective = Objective(generator, torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas),
+                          terms=dict(sorted(run["terms"].items())), losses={},
+                          provenance={"generator": getattr(generator, "provenance", {})})
+    for name in objective.terms:
+        if name == "perceptual":
+            p = PerceptualParams(**run["perceptual"])
+            objective.losses[name] = build_loss(name, weights=p.weights, layers=p.layers).to(device)
+            objective.provenance["perceptual"] = objective.losses[name].provenance
+        elif name == "adversarial":
+            a = AdversarialParams(**run["adversarial"])
+            objective.losses[name] = build_loss(name, mode=a.mode).to(device)
+            objective.discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
+            objective.opt_d = torch.optim.Adam(objective.discriminator.parameters(), lr=cfg.lr, betas=betas)
+        else:
+            objective.losses[name] = build_loss(name).to(device)
+    return objective
+
+
+@dataclass
+class Progress:
+    """Where a run is: epochs done, the checkpoint ``train.select`` picked, per-epoch records."""
+
+    epoch: int = 0
+    selected: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def try_resume(path: Path, run: dict[str, Any], data: dict[str, str], objective: Objective,
+               device: torch.device) -> Progress | None:
+    """Restore a run of exactly this spec on exactly these data from ``path``, if there is one."""
+    if not path.exists():
+        return None
+    saved = checkpoint.load(path, map_location=device)
+    if saved.get("run") != run or saved.get("data") != data:
+        return None
+    objective.generator.load_state_dict(saved["generator"])
+    objective.opt_g.load_state_dict(saved["opt_g"])
+    if objective.discriminator is not None:
+        objective.discriminator.load_state_dict(saved["discriminator"])
+        objective.opt_d.load_state_dict(saved["opt_d"])
+    return Progress(saved["epoch"], saved["selected"], saved["history"])
+
+
+def discriminator_step(objective: Objective, L: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor,
+                       device: torch.device, group: ProcessGroup) -> torch.Tensor:
+    """pix2pix: D first, on the detached fake; its gradients averaged over ranks by hand."""
+    D, adv = objective.discriminator, objective.losses["adversarial"]
+    D.requires_grad_(True)
+    objective.opt_d.zero_grad(set_to_none=True)
+    with autocast(device):
+        loss = discriminator_loss(adv, D(L, ab), D(L, fake.detach()))
+    loss.backward()
+    average_gradients(D, group)
+    objective.opt_d.step()
+    D.requires_grad_(False)  # G's step must not accumulate into D
+    return loss.detach()
+
+
+def generator_step(objective: Objective, L: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor,
+                   device: torch.device, where: tuple[str, int, int], group: ProcessGroup) -> dict[str, torch.Tensor]:
+    """The weighted terms on ``fake``, one backward, one Adam step; returns the weighted terms."""
+    objective.opt_g.zero_grad(set_to_none=True)
+    with autocast(device):
+        parts = {}
+        for name, weight in objective.terms.items():
+            if name == "adversarial":
+                value = objective.losses[name](objective.discriminator(L, fake))
+            else:
+                value = objective.losses[name](L, fake, ab)
+            parts[name] = weight * value.float()
+    _check_finite(parts, *where, group=group)
+    sum(parts.values()).backward()  # DDP averages the generator's gradients here
+    objective.opt_g.step()
+    return {name: value.detach() for name, value in parts.items()}
+
+
+def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, gen: torch.Generator,
+                epoch: int, model_id: str, device: torch.device, group: ProcessGroup) -> dict[str, float]:
+    """One pass over the training split; returns each logged loss's mean over steps and ranks."""
+    steps = batches.steps
+    total_steps, decay_steps = cfg.epochs * steps, cfg.decay_epochs * steps
+    sums = {name: torch.zeros((), device=device) for name in objective.logged}
+    generator = objective.generator
+    generator.train()
+    bar = tqdm(batches, total=steps, desc=f"{model_id} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not group.is_main)
+    for i, (L, ab) in enumerate(bar):
+        step = epoch * steps + i
+        for opt in objective.optimizers:
+            for param_group in opt.param_groups:
+                param_group["lr"] = cfg.lr * lr_factor(step, total_steps, decay_steps)
+        if cfg.augment:
+            L, ab = augment(L, ab, gen, cfg.batch_size, group.rank * len(L))
+        if device.type == "cuda":
+            L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            fake = generator(L)
+        if objective.discriminator is not None:
+            sums["discriminator"] += discriminator_step(objective, L, ab, fake, device, group)
+        for name, value in generator_step(objective, L, ab, fake, device, (model_id, epoch, step), group).items():
+            sums[name] += value
+    return {name: (sum_over_ranks(value, group) / (steps * group.world)).item() for name, value in sums.items()}
+
+
 def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path,
-                resume_dir: str | Path | None = None) -> dict[str, Any]:
+                resume_dir: str | Path | None = None, memory_budget: int | None = None) -> dict[str, Any]:
     """Train study model ``run`` (a resolved run spec); returns its summary metrics.
 
     Writes ``last.pt`` every epoch (the resume point) and ``selected.pt``, the
@@ -137,174 +291,126 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     stage, and a persisted one (which it would keep) turns off its run-cache, so this
     is how a killed run can resume while `dvc exp run` still restores finished ones
     from the cache. ``resume_dir`` defaults to ``out_dir`` (resume in place). dvclive
-    logs go to ``log_dir``.
+    logs go to ``log_dir``. Under torchrun (``train.nproc`` > 1) every rank runs this;
+    rank 0 alone validates and writes. ``memory_budget``: bytes a resident split may
+    take (default: a share of free memory); over it the split is streamed.
     """
-    from dvclive import Live
-
     model_id = run["model_id"]
-    cfg = TrainParams(**run["train"])
-    out_dir, log_dir = Path(out_dir), Path(log_dir)
-    device = resolve_device(cfg.device)
-    make_reproducible(device, cfg.num_threads)
+    cfg = parse(TrainParams, run["train"], f"{model_id}: train")
+    group, device = start(cfg.nproc, cfg.device)
+    try:
+        make_reproducible(device, cfg.num_threads)
+        shards = LabShards(shards_dir)
+        per_device = group.world if device.type == "cpu" else 1
+        train_data = load_split(shards, "train", device, memory_budget, per_device)
+        val_data = load_split(shards, "val", device, memory_budget, per_device)
+        if len(train_data) < cfg.batch_size or len(val_data) == 0:
+            raise RuntimeError(f"{shards_dir}: the train split needs at least train.batch_size={cfg.batch_size} "
+                               f"images and val at least one (train {len(train_data)}, val {len(val_data)})")
+        objective = build_objective(run, cfg, device)
+        work_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
+        data = {"shards_sha256": shards.fingerprint()}
+        progress = try_resume(work_dir / LAST, run, data, objective, device) or Progress(
+            selected={"epoch": -1, "criterion": cfg.select})
+        if progress.epoch and group.is_main:
+            print(f"{model_id}: resuming after epoch {progress.epoch} from {work_dir / LAST}")
+        objective.generator = wrap_generator(objective.generator, group, device)
+        writer = RunWriter(run, cfg, data, work_dir, Path(log_dir), progress) if group.is_main else None
+        baseline = grayscale_baseline(val_data, cfg.batch_size)
+        steps = len(train_data) // cfg.batch_size
+        for epoch in range(progress.epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; with `gen` below, resume-exact
+            gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
+            order = torch.randperm(len(train_data), generator=gen, device=device)
+            batches = EpochBatches(train_data, order, cfg.batch_size, steps, group.rank, group.world)
+            losses = train_epoch(objective, cfg, batches, gen, epoch, model_id, device, group)
+            if writer is not None:  # rank 0; the others wait at the barrier
+                generator = unwrap(objective.generator)
+                recalibrate_batchnorm(generator, (L for L, _ in train_data.chunks(cfg.batch_size)), device)
+                val = validate(generator, val_data.chunks(cfg.batch_size), device)
+                writer.end_epoch(objective, epoch, steps, losses, val, baseline)
+            barrier(group)
+        if writer is None:
+            return {}
+        return writer.finish(Path(out_dir), baseline, streamed=train_data.streamed)
+    finally:
+        stop(group)
 
-    shards = LabShards(shards_dir)
-    L_train, ab_train = shards.split("train", device=device)
-    L_val, ab_val = shards.split("val", device=device)
-    if len(L_train) == 0 or len(L_val) == 0:
-        raise RuntimeError(f"{shards_dir}: the train and val splits must not be empty "
-                           f"(train {len(L_train)}, val {len(L_val)} images)")
 
-    torch.manual_seed(cfg.seed)
-    generator = build_generator(run["generator"], **run["arch_kwargs"]).to(device)
-    generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
-    # A fixed order: the sum of the terms (float addition) must not depend on whether
-    # the spec came from params or from its sorted JSON file.
-    terms = dict(sorted(run["terms"].items()))
-    losses: dict[str, torch.nn.Module] = {}
-    provenance: dict[str, Any] = {"generator": getattr(generator, "provenance", {})}
-    discriminator = opt_d = adv = None
-    for name in terms:
-        if name == "perceptual":
-            p = PerceptualParams(**run["perceptual"])
-            losses[name] = build_loss(name, weights=p.weights, layers=p.layers).to(device)
-            provenance["perceptual"] = losses[name].provenance
-        elif name == "adversarial":
-            a = AdversarialParams(**run["adversarial"])
-            adv = build_loss(name, mode=a.mode).to(device)
-            losses[name] = adv
-            discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
-            opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas)
-        else:
-            losses[name] = build_loss(name).to(device)
+class RunWriter:
+    """Rank 0's side of a run: the per-epoch record, the checkpoints, dvclive's files."""
 
-    logged = [*terms, *(["discriminator"] if discriminator is not None else [])]  # per-epoch mean losses
-    steps_per_epoch = len(L_train) // cfg.batch_size or 1
-    total_steps = cfg.epochs * steps_per_epoch
-    decay_steps = cfg.decay_epochs * steps_per_epoch
-    criterion = cfg.select.removeprefix("val_")  # a validation metric, or "last"
-    state = {"epoch": 0, "selected": {"epoch": -1, "criterion": cfg.select}, "history": []}
+    def __init__(self, run: dict[str, Any], cfg: TrainParams, data: dict[str, str], work_dir: Path,
+                 log_dir: Path, progress: Progress) -> None:
+        from dvclive import Live
 
-    work_dir = Path(resume_dir) if resume_dir is not None else out_dir
-    last_path, selected_path = work_dir / LAST, work_dir / SELECTED
-    data = {"shards_sha256": shards.fingerprint()}
-    if last_path.exists():  # resume, but only a run of exactly this spec on exactly these data
-        saved = checkpoint.load(last_path, map_location=device)
-        if saved.get("run") == run and saved.get("data") == data:
-            generator.load_state_dict(saved["generator"])
-            opt_g.load_state_dict(saved["opt_g"])
-            if discriminator is not None:
-                discriminator.load_state_dict(saved["discriminator"])
-                opt_d.load_state_dict(saved["opt_d"])
-            state = {"epoch": saved["epoch"], "selected": saved["selected"], "history": saved["history"]}
-            print(f"{model_id}: resuming after epoch {state['epoch']} from {last_path}")
+        self.run, self.cfg, self.data, self.work_dir, self.progress = run, cfg, data, work_dir, progress
+        self.criterion = cfg.select.removeprefix("val_")  # a validation metric, or "last"
+        # dvclive starts clean and replays the resumed history, so the plots never hold an
+        # epoch twice when a run was killed between logging and checkpointing.
+        self.live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+        for record in progress.history:
+            self._log(record)
 
-    baseline = grayscale_baseline(ab_val)
-    # dvclive starts clean and replays the resumed history, so the plots never hold an
-    # epoch twice when a run was killed between logging and checkpointing.
-    live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=None, report=None)
-    for record in state["history"]:
+    def _log(self, record: dict[str, float]) -> None:
         for key, value in record.items():
-            live.log_metric(key, value)
-        live.next_step()
+            self.live.log_metric(key, value)
+        self.live.next_step()
 
-    for epoch in range(state["epoch"], cfg.epochs):
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; with `gen` below, resume-exact
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(L_train), generator=gen, device=device)
-        sums = {name: torch.zeros((), device=device) for name in logged}
-        generator.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"{model_id} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            for opt in (opt_g, opt_d):
-                if opt is not None:
-                    for group in opt.param_groups:
-                        group["lr"] = cfg.lr * lr_factor(step, total_steps, decay_steps)
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            L, ab = L_train[idx], ab_train[idx]
-            if cfg.augment:
-                L, ab = augment(L, ab, gen)
-            if device.type == "cuda":
-                L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
-
-            with autocast(device):
-                fake = generator(L)
-
-            if discriminator is not None:  # pix2pix: D first, on the detached fake
-                discriminator.requires_grad_(True)
-                opt_d.zero_grad(set_to_none=True)
-                with autocast(device):
-                    loss_d = discriminator_loss(adv, discriminator(L, ab), discriminator(L, fake.detach()))
-                loss_d.backward()
-                opt_d.step()
-                sums["discriminator"] += loss_d.detach()
-                discriminator.requires_grad_(False)  # G's step must not accumulate into D
-
-            opt_g.zero_grad(set_to_none=True)
-            with autocast(device):
-                parts = {}
-                for name, weight in terms.items():
-                    if name == "adversarial":
-                        value = losses[name](discriminator(L, fake))
-                    else:
-                        value = losses[name](L, fake, ab)
-                    parts[name] = weight * value.float()
-            _check_finite(parts, model_id, epoch, step)
-            sum(parts.values()).backward()
-            opt_g.step()
-            for name, value in parts.items():
-                sums[name] += value.detach()
-
-        recalibrate_batchnorm(generator, L_train, cfg.batch_size, device)
-        val = validate(generator, L_val, ab_val, cfg.batch_size, device)
-        record = {f"train/{name}": (value / steps_per_epoch).item() for name, value in sums.items()}
+    def end_epoch(self, objective: Objective, epoch: int, steps: int, losses: dict[str, float],
+                  val: dict[str, float], baseline: dict[str, float]) -> None:
+        cfg, progress, model_id = self.cfg, self.progress, self.run["model_id"]
+        record = {f"train/{name}": value for name, value in losses.items()}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"val/baseline_{k}": v for k, v in baseline.items()})
-        record["lr"] = cfg.lr * lr_factor((epoch + 1) * steps_per_epoch, total_steps, decay_steps)
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        chosen = state["selected"]
-        improved = criterion == "last" or val[criterion] < chosen.get(criterion, math.inf)
+        record["lr"] = cfg.lr * lr_factor((epoch + 1) * steps, cfg.epochs * steps, cfg.decay_epochs * steps)
+        progress.history.append(record)
+        progress.epoch = epoch + 1
+        improved = self.criterion == "last" or val[self.criterion] < progress.selected.get(self.criterion, math.inf)
         if improved:
-            state["selected"] = {"epoch": epoch + 1, "criterion": cfg.select, **val}
-        payload = {
-            "model_id": model_id, "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
-            "run": run, "data": data, "epoch": state["epoch"], "step": state["epoch"] * steps_per_epoch,
-            "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
-            "discriminator": discriminator.state_dict() if discriminator is not None else None,
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "selected": state["selected"], "history": state["history"], "provenance": provenance,
-            "torch_version": str(torch.__version__),
-        }
+            progress.selected = {"epoch": epoch + 1, "criterion": cfg.select, **val}
+        payload = checkpoint_payload(self.run, self.data, objective, progress, steps)
         if improved:
-            checkpoint.save(selected_path, payload)
-        checkpoint.save(last_path, payload)  # last: a kill after this line loses nothing
-        for key, value in record.items():
-            live.log_metric(key, value)
-        live.next_step()
-        print(f"{model_id} epoch {state['epoch']}/{cfg.epochs}: val ab-L1 {val['ab_l1']:.4f} "
+            checkpoint.save(self.work_dir / SELECTED, payload)
+        checkpoint.save(self.work_dir / LAST, payload)  # last: a kill after this line loses nothing
+        self._log(record)
+        print(f"{model_id} epoch {progress.epoch}/{cfg.epochs}: val ab-L1 {val['ab_l1']:.4f} "
               f"(grayscale {baseline['ab_l1']:.4f}), |Δab| {val['ab_error']:.2f} "
               f"(grayscale {baseline['ab_error']:.2f})")
 
-    summary = {
-        "select": cfg.select,
-        "selected_epoch": state["selected"]["epoch"],
-        "epochs": cfg.epochs,
-        "val_ab_l1": state["selected"]["ab_l1"],
-        "val_ab_error": state["selected"]["ab_error"],
-        "baseline_val_ab_l1": baseline["ab_l1"],
-        "baseline_val_ab_error": baseline["ab_error"],
-        "beats_baseline": state["selected"]["ab_l1"] < baseline["ab_l1"],
-    }
-    for key, value in summary.items():
-        live.summary[key] = value
-    live.end()
-    if work_dir.resolve() != out_dir.resolve():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for path in (selected_path, last_path):
-            shutil.copyfile(path, out_dir / path.name)
-        shutil.rmtree(work_dir)
-    return summary
+    def finish(self, out_dir: Path, baseline: dict[str, float], streamed: bool) -> dict[str, Any]:
+        selected = self.progress.selected
+        summary = {
+            "select": self.cfg.select,
+            "selected_epoch": selected["epoch"],
+            "epochs": self.cfg.epochs,
+            "val_ab_l1": selected["ab_l1"],
+            "val_ab_error": selected["ab_error"],
+            "baseline_val_ab_l1": baseline["ab_l1"],
+            "baseline_val_ab_error": baseline["ab_error"],
+            "beats_baseline": selected["ab_l1"] < baseline["ab_l1"],
+        }
+        for key, value in summary.items():
+            self.live.summary[key] = value
+        self.live.end()
+        if self.work_dir.resolve() != out_dir.resolve():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in (SELECTED, LAST):
+                shutil.copyfile(self.work_dir / name, out_dir / name)
+            shutil.rmtree(self.work_dir)
+        return {**summary, "train_split": "streamed" if streamed else "resident"}
 
+
+def checkpoint_payload(run: dict[str, Any], data: dict[str, str], objective: Objective, progress: Progress,
+                       steps: int) -> dict[str, Any]:
+    """What a checkpoint holds (see :mod:`colorstudy.checkpoint`)."""
+    D, opt_d = objective.discriminator, objective.opt_d
+    return {
+        "model_id": run["model_id"], "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
+        "run": run, "data": data, "epoch": progress.epoch, "step": progress.epoch * steps,
+        "generator": unwrap(objective.generator).state_dict(), "opt_g": objective.opt_g.state_dict(),
+        "discriminator": D.state_dict() if D is not None else None,
+        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+        "selected": progress.selected, "history": progress.history, "provenance": objective.provenance,
+        "torch_version": str(torch.__version__),
+    }

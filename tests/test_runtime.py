@@ -1,0 +1,44 @@
+"""Devices by name and index: validated when params are read, checked against the GPUs torch sees."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from colorstudy.config import EvaluateParams, ParamsError, TrainParams, parse
+from colorstudy.runtime import resolve_device
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:7"])
+def test_device_names_params_accept(name):
+    assert parse(TrainParams, {"device": name}, "train").device == name
+    assert parse(EvaluateParams, {"device": name}, "evaluate").device == name
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda0", "mps"])
+def test_other_device_names_fail_naming_the_choices(name):
+    with pytest.raises(ParamsError, match=r"train.device: .* is not a device; use auto \| cpu \| cuda \| cuda:N"):
+        parse(TrainParams, {"device": name}, "train")
+
+
+def test_one_gpu_index_cannot_serve_several_processes():
+    with pytest.raises(ParamsError, match=r"cuda:1 names one GPU but train.nproc=2"):
+        parse(TrainParams, {"device": "cuda:1", "nproc": 2}, "train")
+    with pytest.raises(ParamsError, match=r"does not split over train.nproc=3"):
+        parse(TrainParams, {"batch_size": 16, "nproc": 3}, "train")
+
+
+def test_a_gpu_index_must_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(RuntimeError, match=r"torch sees 2 GPU\(s\), cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_no_gpu_is_an_error_not_a_quiet_cpu_run(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(RuntimeError, match=rf"device `{name}` was asked for but torch sees no GPU"):
+            resolve_device(name)
