@@ -1,6 +1,7 @@
 """Speed and agreement of the batched torch metrics against per-image scikit-image loops.
 
     python benchmarks/metrics_speed.py [--images 64] [--size 256] [--repeats 3] [--threads 2]
+        [--only {all,kernels,eval}] [--eval-sizes 64,256] [--eval-images 64] [--eval-threads N]
 
 Real photos (the shared Oxford Flowers subset, center crops), "predictions" made by
 shrinking and shifting their ab (what a washed-out colorizer does). Compares:
@@ -12,8 +13,20 @@ shrinking and shifting their ab (what a washed-out colorizer does). Compares:
   (skimage rgb2lab, deltaE_ciede2000, deltaE_cie76, structural_similarity,
   peak_signal_noise_ratio; numpy MSE/MAE/colorfulness), LPIPS timed on its own.
 
+* the whole evaluation set, per image, as the evaluate stage computes it (``--eval-sizes``,
+  default 64 px, the default study's size, and 256 px): ``colorstudy.evaluate.score_batch``
+  in batches of ``evaluate.batch_size`` (PSNR, SSIM, MSE/MAE, CIEDE2000, ΔE76,
+  colorfulness, LPIPS, FID features of the predictions) vs a reference loop, one image at a
+  time: skimage metrics, the ``lpips`` package's LPIPS and pytorch-fid's ``InceptionV3``
+  (the same random weights, built offline), both at ``evaluate.num_threads`` (params.yaml).
+  FID features are of the predictions only on both sides: the ground truth's are computed
+  once per study (evaluate_baseline) and reused by every model; a second reference line
+  adds them, as one pytorch-fid run per model would.
+
 Times are the best of ``--repeats`` runs (the machine may be shared); torch.compile's
 one-time compilation is timed separately as warm-up.
+
+    python benchmarks/metrics_speed.py --only eval        # the whole-evaluation comparison alone
 """
 
 from __future__ import annotations
@@ -70,8 +83,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=("all", "kernels", "eval"), default="all")
+    parser.add_argument("--eval-sizes", default="64,256", help="photo sizes of the whole-evaluation comparison")
+    parser.add_argument("--eval-images", type=int, default=64)
+    parser.add_argument("--eval-threads", type=int, default=None,
+                        help="threads of the whole-evaluation comparison (default: params.yaml evaluate.num_threads)")
     args = parser.parse_args()
+    if args.only in ("all", "kernels"):
+        kernels(args)
+    if args.only in ("all", "eval"):
+        whole_evaluation(args)
 
+
+def kernels(args: argparse.Namespace) -> None:
     import torch
 
     import colorstudy  # noqa: F401  (torchvision shim before lpips)
@@ -163,6 +187,132 @@ def main() -> None:
     t_lpips, _ = best_of(lambda: torch.cat([lpips_net(p, t) for p, t in zip(pred.split(16), target.split(16))]),
                          args.repeats)
     print(f"\nLPIPS (random AlexNet trunk, no reference to compare): {t_lpips:.3f} s for {n} images")
+
+
+
+# -- the whole evaluation set: the evaluate stage's per-batch work vs a per-image loop -------------
+
+def eval_params() -> dict[str, Any]:
+    import yaml
+
+    with open(Path(__file__).resolve().parents[1] / "params.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)["evaluate"]
+
+
+def eval_inputs(photos: np.ndarray) -> dict[str, Any]:
+    """What evaluate gets (normalized L, predicted and true ab) and, built from the same
+    values, the photos the reference loop reads (float64 HWC in [0, 1] and uint8)."""
+    import torch
+
+    from colorstudy import lab
+
+    target = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255.0
+    lab_true = lab.rgb_to_lab(target)
+    shift = torch.tensor([4.0, -3.0]).view(1, 2, 1, 1)
+    L = lab.normalize_l(lab_true[:, :1])
+    ab_true = lab.normalize_ab(lab_true[:, 1:])
+    ab_pred = lab.normalize_ab(lab.clip_ab(0.7 * lab_true[:, 1:] + shift))  # a washed-out colorizer
+    pred_rgb, true_rgb = lab.colorize(L, ab_pred), lab.colorize(L, ab_true)
+    return {"L": L, "ab_pred": ab_pred, "ab_true": ab_true,
+            "pred": pred_rgb.permute(0, 2, 3, 1).double().numpy(), "true": true_rgb.permute(0, 2, 3, 1).double().numpy(),
+            "pred_u8": lab.to_uint8(pred_rgb.permute(0, 2, 3, 1)), "true_u8": lab.to_uint8(true_rgb.permute(0, 2, 3, 1))}
+
+
+def reference_nets() -> tuple[Any, Any]:
+    """The ``lpips`` package's LPIPS (AlexNet, v0.1, random trunk) and pytorch-fid's
+    InceptionV3 (pool3, random He init), as they ship: no download (see
+    ``colorstudy.metrics``), the same seeded weights as the library's, NCHW, eager."""
+    import warnings
+
+    import lpips
+
+    from colorstudy import metrics
+
+    with metrics._seeded(metrics.RANDOM_BACKBONE_SEED), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        lpips_net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
+    return lpips_net, metrics._fid_inception(None).eval()
+
+
+def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any, truth_features: bool) -> dict[str, np.ndarray]:
+    """Every metric of the set, one image at a time, with the reference implementations."""
+    import torch
+    from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    def chw(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+
+    rows: dict[str, list[Any]] = {k: [] for k in ("psnr", "ssim", "ciede2000", "delta_e76", "colorfulness",
+                                                  "delta_colorfulness", "lpips", "fid_features")}
+    with torch.no_grad():
+        for p, t, p8, t8 in zip(x["pred"], x["true"], x["pred_u8"], x["true_u8"]):
+            lt, lp = rgb2lab(t), rgb2lab(p)
+            rows["psnr"].append(peak_signal_noise_ratio(t8, p8))
+            rows["ssim"].append(structural_similarity(t8, p8, channel_axis=2, data_range=255))
+            rows["ciede2000"].append(deltaE_ciede2000(lt, lp).mean())
+            rows["delta_e76"].append(deltaE_cie76(lt, lp).mean())
+            cf = numpy_colorfulness(p)
+            rows["colorfulness"].append(cf)
+            rows["delta_colorfulness"].append(abs(cf - numpy_colorfulness(t)))
+            rows["lpips"].append(lpips_net(chw(p), chw(t), normalize=True).item())
+            rows["fid_features"].append(inception(chw(p8) / 255.0)[0].flatten().double().numpy())
+            if truth_features:
+                inception(chw(t8) / 255.0)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def ours(x: dict[str, Any], nets: tuple[Any, Any], batch_size: int) -> dict[str, np.ndarray]:
+    """``colorstudy.evaluate.score_batch``, batch by batch, exactly as the evaluate stage calls it
+    (with an FID reference: the predictions' features only)."""
+    from colorstudy.evaluate import score_batch
+    from colorstudy.metrics import workload
+
+    parts: dict[str, list[np.ndarray]] = {}
+    with workload(x["L"][:, 0].numel()):  # evaluate declares its test split: compile only if that pays off
+        for start in range(0, len(x["L"]), batch_size):
+            window = slice(start, start + batch_size)
+            s = score_batch(x["L"][window], x["ab_pred"][window], x["ab_true"][window], *nets, truth_features=False)
+            for name, v in {**s.values, "fid_features": s.feats_pred}.items():
+                parts.setdefault(name, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def whole_evaluation(args: argparse.Namespace) -> None:
+    import torch
+
+    import colorstudy  # noqa: F401  (torchvision shim before lpips)
+    from colorstudy import metrics
+    from colorstudy.runtime import make_reproducible
+
+    params = eval_params()
+    threads = args.eval_threads or int(params.get("num_threads", 1))
+    make_reproducible(torch.device("cpu"), threads)  # as stages/evaluate.py runs
+    nets = (metrics.LPIPSMetric(params["lpips_weights"]), metrics.FIDExtractor(params["fid_weights"]))
+    ref_nets = reference_nets()
+    n, batch_size = args.eval_images, int(params["batch_size"])
+    print(f"\nwhole evaluation set per image, {n} flower photos, {threads} thread(s) "
+          f"(params.yaml evaluate.num_threads), evaluate batches of {batch_size}, best of {args.repeats}")
+    print("  FID features: of the predictions only on both sides (the truth's come once per study "
+          "from evaluate_baseline)")
+    for size in (int(s) for s in args.eval_sizes.split(",")):
+        x = eval_inputs(load_photos(n, size))
+        start = time.perf_counter()
+        ours(x, nets, batch_size)  # first call: one-time costs (torch.compile, if it runs, lazy init)
+        cold = time.perf_counter() - start
+        t_ours, got = best_of(lambda: ours(x, nets, batch_size), args.repeats)
+        t_ref, ref = best_of(lambda: reference_loop(x, *ref_nets, truth_features=False), args.repeats)
+        t_ref2, _ = best_of(lambda: reference_loop(x, *ref_nets, truth_features=True), 1)
+        print(f"\n  {size}x{size}:")
+        print(f"    reference loop (skimage, lpips, pytorch-fid; 1 image at a time): {n / t_ref:7.2f} images/s")
+        print(f"    colorstudy evaluate.score_batch (batches of {batch_size}):              {n / t_ours:7.2f} images/s"
+              f"   speedup {t_ref / t_ours:4.2f}x   (first call {n / cold:.2f} images/s)")
+        print(f"    reference loop + the truth's FID features (1 pytorch-fid run per model): {n / t_ref2:7.2f} "
+              f"images/s   speedup {t_ref2 / t_ours:4.2f}x")
+        for name, values in ref.items():
+            diff = np.abs(got[name] - values).max()
+            scale = np.abs(values).max()
+            print(f"      {name:<20} max |diff| {diff:.2e}   (relative to max |value| {diff / scale:.1e})")
 
 
 if __name__ == "__main__":

@@ -175,6 +175,31 @@ def test_compiled_metrics_equal_eager(photos, predictions, monkeypatch):
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-5)
 
 
+def test_compile_auto_follows_the_declared_workload(photos, monkeypatch):
+    """``auto`` compiles only for work that repays the compilation: the declared workload
+    (evaluate declares its test split) or, undeclared, the batch's own pixels."""
+    monkeypatch.setenv("COLORSTUDY_COMPILE", "auto")
+    small, wanted = photos[:2], metrics.ssim._wanted
+    assert not wanted(small, ())
+    with metrics.workload(metrics.COMPILE_MIN_PIXELS):
+        assert wanted(small, ())
+        with metrics.workload(small[:, 0].numel()):  # innermost declaration wins
+            assert not wanted(small, ())
+    with metrics.workload(96 * 256 * 256):  # a default-sized test split, even at 256 px: eager
+        assert not wanted(small, ())
+    assert not wanted(small, ())  # the declaration ends with its block
+
+
+def test_box_mean_is_avg_pool_bit_for_bit():
+    """SSIM's window sums replace ``F.avg_pool2d`` without changing a bit."""
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((6, 1, 64, 64), (2, 1, 31, 70), (1, 1, 7, 7)):
+            t = torch.randint(0, 256, shape, generator=gen).to(dtype) - 127.3
+            pooled = F.avg_pool2d(F.avg_pool2d(t, (7, 1), stride=1), (1, 7), stride=1)
+            assert torch.equal(metrics._box_mean(t), pooled)
+
+
 # -- PSNR, SSIM, MSE / MAE ------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["shift", "blur", "gray"])
@@ -352,6 +377,16 @@ def test_lpips_random_backbone_is_reproducible(photos, predictions, lpips_random
     assert not lpips_random.training  # a metric never enables dropout
 
 
+def test_lpips_batch_equals_the_lpips_package_one_image_at_a_time(photos, predictions, lpips_random):
+    """The metric (a batch) against the ``lpips`` package called per image pair, same weights."""
+    reference = lpips_random.net  # the package's own module, as lpips.LPIPS builds it
+    pred = predictions["blur"]
+    got = lpips_random(pred, photos)
+    with torch.no_grad():
+        ref = torch.stack([reference(p[None], t[None], normalize=True).flatten()[0] for p, t in zip(pred, photos)])
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+
+
 def test_lpips_imagenet_missing_weights_fail_clearly(offline_empty_cache):
     with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
         metrics.LPIPSMetric("imagenet")
@@ -392,6 +427,19 @@ def test_fid_of_a_set_with_itself_is_zero(photos, predictions, fid_random):
     np.testing.assert_allclose(fid_random.features(iter(photos.split(2))), feats, rtol=1e-5, atol=1e-7)
     assert metrics.fid(predictions["gray"], photos, fid_random) == pytest.approx(
         metrics.frechet_distance(gray, feats), rel=1e-6)
+
+
+def test_fid_features_equal_pytorch_fid_one_image_at_a_time(photos, predictions, fid_random):
+    """The batched, channels-last extractor against pytorch-fid's InceptionV3 as it ships
+    (NCHW, eager, one image at a time; the same seeded weights): the same pool3 features up
+    to float32 summation order."""
+    reference = metrics._fid_inception(None).eval()
+    u8 = torch.from_numpy(np.stack([_u8(p) for p in predictions["shift"][:3]])).permute(0, 3, 1, 2)
+    got = fid_random.features(u8)
+    with torch.no_grad():
+        ref = np.stack([reference(x[None].float() / 255.0)[0].flatten().double().numpy() for x in u8])
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert not np.array_equal(ref[0], ref[1])  # distinct photos, distinct features
 
 
 def test_fid_random_backbone_is_reproducible(photos, fid_random, offline_empty_cache):

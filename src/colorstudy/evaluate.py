@@ -47,7 +47,8 @@ from tqdm import tqdm
 from colorstudy import checkpoint, lab
 from colorstudy.config import EvaluateParams
 from colorstudy.data.shards import LabShards
-from colorstudy.metrics import METRICS, FIDExtractor, LPIPSMetric, MetricBatch, bootstrap_ci, compute, frechet_distance
+from colorstudy.metrics import (METRICS, FIDExtractor, LPIPSMetric, MetricBatch, bootstrap_ci, compute,
+                               frechet_distance, workload)
 from colorstudy.runtime import autocast, inference, resolve_device
 from colorstudy.weights import describe
 
@@ -133,6 +134,31 @@ def load_fid_reference(path: str | Path) -> tuple[str, np.ndarray]:
         return str(f["fid_key"][0]), f["fid_true_features"]
 
 
+@dataclass
+class BatchScores:
+    """What one batch of test images contributes: per-image metrics (float64), the
+    photos as uint8 ``[B, 3, H, W]`` and the FID features ``[B, 2048]`` (float64)."""
+
+    values: dict[str, np.ndarray]
+    u8_pred: torch.Tensor
+    u8_true: torch.Tensor
+    feats_pred: np.ndarray
+    feats_true: np.ndarray | None  # only when asked for (no FID reference)
+
+
+def score_batch(L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, lpips_net: LPIPSMetric,
+                fid_net: FIDExtractor, *, truth_features: bool) -> BatchScores:
+    """Every metric of one batch (normalized L ``[B,1,H,W]``, predicted and true ab ``[B,2,H,W]``):
+    the per-batch work of :func:`evaluate`, also what ``benchmarks/metrics_speed.py`` times."""
+    batch = MetricBatch.from_lab(L, ab_pred, ab_true, lpips=lpips_net)
+    values = {name: v.double().cpu().numpy() for name, v in compute(batch).items()}
+    # FID sees the photos as saved files hold them (uint8), as pytorch-fid on image files does
+    u8_pred, u8_true = batch.u8_pred.to(torch.uint8), batch.u8_true.to(torch.uint8)
+    feats_pred = fid_net(u8_pred).double().cpu().numpy()
+    feats_true = fid_net(u8_true).double().cpu().numpy() if truth_features else None
+    return BatchScores(values, u8_pred, u8_true, feats_pred, feats_true)
+
+
 def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, *,
              fid_reference: str | Path | None = None, progress: bool = False) -> Evaluation:
     """Score ``model`` (a checkpoint path, or ``"baseline"``) on the test split of ``shards_dir``.
@@ -159,21 +185,19 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     feats_true: list[np.ndarray] = []
     reference = load_fid_reference(fid_reference) if fid_reference is not None else None
     truth_digest = hashlib.sha256()
-    starts = range(0, n, params.batch_size)
-    for start in tqdm(starts, desc=f"evaluate {model_id}", unit="batch", disable=not progress):
-        L = L_all[start:start + params.batch_size]
-        ab_true = ab_all[start:start + params.batch_size]
-        ab_pred = predict(L)
-        batch = MetricBatch.from_lab(L, ab_pred, ab_true, lpips=lpips_net)
-        for name, v in compute(batch).items():
-            values.setdefault(name, []).append(v.double().cpu().numpy())
-        # FID sees the photos as saved files hold them (uint8), as pytorch-fid on image files does
-        u8_pred, u8_true = batch.u8_pred.to(torch.uint8), batch.u8_true.to(torch.uint8)
-        feats_pred.append(fid_net(u8_pred).double().cpu().numpy())
-        truth_digest.update(u8_true.cpu().numpy().tobytes())
-        if reference is None:
-            feats_true.append(fid_net(u8_true).double().cpu().numpy())
-        rgb_parts.append(u8_pred.permute(0, 2, 3, 1).cpu().numpy())
+    with workload(L_all[:, 0].numel()):  # the whole split: compile the metrics only if that pays off
+        for start in tqdm(range(0, n, params.batch_size), desc=f"evaluate {model_id}", unit="batch",
+                          disable=not progress):
+            L = L_all[start:start + params.batch_size]
+            scores = score_batch(L, predict(L), ab_all[start:start + params.batch_size], lpips_net, fid_net,
+                                 truth_features=reference is None)
+            for name, v in scores.values.items():
+                values.setdefault(name, []).append(v)
+            feats_pred.append(scores.feats_pred)
+            truth_digest.update(scores.u8_true.cpu().numpy().tobytes())
+            if scores.feats_true is not None:
+                feats_true.append(scores.feats_true)
+            rgb_parts.append(scores.u8_pred.permute(0, 2, 3, 1).cpu().numpy())
 
     per_image = pd.DataFrame({"id": rows["id"].astype(str).tolist(), "path": rows["path"].astype(str).tolist(),
                               "group": rows["group"].astype(str).tolist()})
@@ -186,7 +210,7 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
         mean, low, high = bootstrap_ci(x, n_resamples=params.bootstrap, seed=params.seed, groups=groups)
         summary[name] = {"mean": round_sig(mean), "ci95_low": round_sig(low), "ci95_high": round_sig(high)}
     fid_key = json.dumps({"truth_sha256": truth_digest.hexdigest(), "extractor": fid_net.provenance,
-                          "batch_size": params.batch_size, "device": device.type,
+                          "batch_size": params.batch_size, "device": device.type, "layout": fid_net.layout,
                           "torch": str(torch.__version__)}, sort_keys=True)
     if reference is not None:
         if reference[0] != fid_key:
@@ -264,6 +288,6 @@ def read_metrics(report_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(report_dir) / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-__all__ = ["BASELINE", "Evaluation", "IMAGE_METRICS", "SET_METRICS", "evaluate", "load_fid_reference",
+__all__ = ["BASELINE", "BatchScores", "Evaluation", "IMAGE_METRICS", "SET_METRICS", "evaluate", "load_fid_reference",
            "load_predictions",
-           "load_predictor", "read_metrics", "round_sig", "save_predictions", "write_outputs"]
+           "load_predictor", "read_metrics", "round_sig", "save_predictions", "score_batch", "write_outputs"]

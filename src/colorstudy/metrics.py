@@ -54,6 +54,7 @@ fixed-seed initialization, reproducible but not comparable to published numbers.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib.metadata
 import math
@@ -98,10 +99,26 @@ def quantize(rgb: torch.Tensor) -> torch.Tensor:
 
 
 # -- CPU speed: one fused loop instead of one pass over memory per op ----------------
-# Below this many pixels per call, eager is faster than paying torch.compile's
-# start-up (20-60 s once per process on a busy 2-core machine): the default 64x64
-# study never compiles; batches of 32 test photos at 256x256 do.
-COMPILE_MIN_PIXELS = 1 << 21
+# torch.compile's start-up is paid once per process (evaluation stage): 20-80 s on a busy
+# 2-core machine; it then saves ~0.5 µs per pixel of the metric set (256x256, 1 thread:
+# eager ~60 ms vs ~25 ms per photo; benchmarks/metrics_speed.py). It pays off only
+# beyond ~10^8 pixels of work (~1,500 photos at 256 px): the declared workload (see
+# ``workload``; evaluate declares its test split) or, undeclared, the call's own batch.
+# No study of this repository compiles (96 test photos at 64 px; faces: 117).
+COMPILE_MIN_PIXELS = 1 << 27
+_WORKLOAD: contextvars.ContextVar[int | None] = contextvars.ContextVar("colorstudy_metric_workload", default=None)
+
+
+@contextlib.contextmanager
+def workload(pixels: int) -> Iterator[None]:
+    """Declare how many pixels (images x H x W) the metric calls inside will see in all,
+    e.g. an evaluation's test split: ``COLORSTUDY_COMPILE=auto`` compiles only when that
+    work is large enough to repay the compilation."""
+    token = _WORKLOAD.set(int(pixels))
+    try:
+        yield
+    finally:
+        _WORKLOAD.reset(token)
 
 
 class _CompiledOnCPU:
@@ -111,8 +128,8 @@ class _CompiledOnCPU:
     memory per op and is no faster than numpy, while the fused loop is several times
     faster. GPU tensors run eagerly (fast already, no compile wait). If compiling is
     impossible (no C++ compiler) it warns once and stays eager. ``COLORSTUDY_COMPILE``:
-    ``auto`` (default: CPU batches of at least ``COMPILE_MIN_PIXELS``), ``always``,
-    ``never``.
+    ``auto`` (default: CPU work of at least ``COMPILE_MIN_PIXELS``, the declared
+    ``workload`` or else the batch's own pixels), ``always``, ``never``.
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -128,7 +145,9 @@ class _CompiledOnCPU:
         if (mode == "never" or self._failed or images.device.type != "cpu"
                 or any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)):
             return False
-        return mode == "always" or images[..., 0, :, :].numel() >= COMPILE_MIN_PIXELS
+        declared = _WORKLOAD.get()
+        pixels = declared if declared is not None else images[..., 0, :, :].numel()
+        return mode == "always" or pixels >= COMPILE_MIN_PIXELS
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self._wanted(args[0], (*args, *kwargs.values())):
@@ -274,6 +293,25 @@ def psnr_from_mse(mse: torch.Tensor, peak: float) -> torch.Tensor:
     return 10.0 * torch.log10(peak**2 / mse)
 
 
+def _window_mean(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of every ``SSIM_WINDOW`` consecutive values along ``dim`` (valid positions only).
+
+    Bit for bit ``F.avg_pool2d`` with that kernel along ``dim`` (its CPU loop adds the
+    window's values in order, in float32, then divides by the count), at a fraction of
+    its cost on one-channel planes: ``SSIM_WINDOW`` vectorized adds instead of a scalar loop.
+    """
+    n = t.shape[dim] - SSIM_WINDOW + 1
+    total = t.narrow(dim, 0, n)
+    for k in range(1, SSIM_WINDOW):
+        total = total + t.narrow(dim, k, n)
+    return total / SSIM_WINDOW
+
+
+def _box_mean(t: torch.Tensor) -> torch.Tensor:
+    """7x7 mean over valid positions, separably: rows, then columns."""
+    return _window_mean(_window_mean(t, -2), -1)
+
+
 @_CompiledOnCPU
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
     """Mean SSIM per image of ``[B, C, H, W]`` float images (skimage defaults).
@@ -290,8 +328,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
     shift = y.mean(dim=(-2, -1), keepdim=True)
     x, y = (x - shift).flatten(0, 1).unsqueeze(1), (y - shift).flatten(0, 1).unsqueeze(1)
 
-    def box(t: torch.Tensor) -> torch.Tensor:  # 7x7 mean over valid positions, separably
-        return F.avg_pool2d(F.avg_pool2d(t, (SSIM_WINDOW, 1), stride=1), (1, SSIM_WINDOW), stride=1)
+    box = _box_mean
 
     mx, my = box(x), box(y)
     n = SSIM_WINDOW**2
@@ -470,10 +507,18 @@ class FIDExtractor(_FrozenMetricNet):
         self.net = _fid_inception(state)
         self.provenance = _backbone_record("inception_fid", weights)
         self.requires_grad_(False).eval().to(device)
+        # CPU: oneDNN's channels-last convolutions and pools, ~1.5x faster than NCHW at every
+        # batch size; the same arithmetic up to float32 summation order (features within ~1e-6)
+        self.layout = "channels_last" if next(self.parameters()).device.type == "cpu" else "contiguous"
+        if self.layout == "channels_last":
+            self.net.to(memory_format=torch.channels_last)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(as_unit_rgb(images).float())[0].flatten(1)
+        x = as_unit_rgb(images).float()
+        if self.layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)[0].flatten(1)
 
     def features(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 32) -> np.ndarray:
         """Float64 ``[N, 2048]`` features of a set: one ``[N,3,H,W]`` tensor (run in
