@@ -4,8 +4,9 @@
 
 (a) preprocess: decode + clean + Lab + write shards of the shared flowers subset
     (all 2,493 photos unless --images), images/s;
-(b) shard reader: shuffled batches of 64 from the resident train split, images/s
-    (steady state, and the first epoch including the load from the memory-mapped shards);
+(b) shard reader: shuffled batches of 64 as training draws them (``data.loader``): the
+    train split resident (fresh tensors, or two reused buffers) and streamed from the
+    memory-mapped shards, images/s;
 (c) the common per-item loader on the same photos: a torch Dataset whose __getitem__
     opens the file with PIL, resizes and crops, and converts with skimage's rgb2lab,
     batched by a DataLoader (batch 64, shuffled, one worker per core);
@@ -32,7 +33,9 @@ from skimage.color import rgb2lab
 from torch.utils.data import DataLoader, Dataset
 
 from colorstudy.config import DataParams
-from colorstudy.data.shards import Batches, LabShards, preprocess
+from colorstudy.data.loader import EpochBatches, ResidentSplit, StreamedSplit
+from colorstudy.data.preprocess import preprocess
+from colorstudy.data.shards import LabShards
 from colorstudy.data.sources import Source, write_sources
 from colorstudy.lab import normalize_ab, normalize_l
 
@@ -107,26 +110,28 @@ def main() -> None:
 
         shards = LabShards(out)
         with Timer() as load:
-            L_train, ab_train = shards.split("train")
-        print(f"(b) shard reader: {len(L_train)} train images made resident in {load.wall:.2f} s "
-              f"({load.cpu:.2f} CPU-s, once per training run); shuffled batches of {BATCH}, {args.epochs} epochs:")
+            resident = ResidentSplit(shards, "train", torch.device("cpu"))
+        print(f"(b) shard reader: {len(resident)} train images made resident in {load.wall:.2f} s "
+              f"({load.cpu:.2f} CPU-s, once per training run); shuffled batches of {BATCH} as training "
+              f"draws them (data.loader.EpochBatches), {args.epochs} epochs:")
         reader = {}
         threads = torch.get_num_threads()
+        steps = len(resident) // BATCH
         for n_threads in sorted({1, threads}):
             torch.set_num_threads(n_threads)
-            for reuse in (False, True):
-                loader = Batches(L_train, ab_train, BATCH, shuffle=True, seed=0, drop_last=True,
-                                 reuse_buffers=reuse)
-                n = len(loader) * BATCH * args.epochs
+            for data, reuse in ((resident, False), (resident, True), (StreamedSplit(shards, "train", torch.device("cpu")), False)):
+                n = steps * BATCH * args.epochs
                 with Timer() as t:
-                    for _ in range(args.epochs):
-                        for L, ab in loader:
+                    for epoch in range(args.epochs):
+                        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch))
+                        for L, ab in EpochBatches(data, order, BATCH, steps, reuse_buffers=reuse):
                             assert L.shape[0] == BATCH
-                key = f"torch threads {n_threads}, reuse_buffers={reuse}"
+                kind = "streamed from the shards" if data.streamed else f"resident, reuse_buffers={reuse}"
+                key = f"torch threads {n_threads}, {kind}"
                 reader[key] = (n / t.wall, n / t.cpu)
                 print(f"    {key}: {t.rates(n)}")
         torch.set_num_threads(threads)
-        del L_train, ab_train, loader
+        del resident
 
         train_paths = [raw / p for p in shards.rows("train")["path"][: args.per_item_images]]
         per_item = DataLoader(PerItemLab(train_paths, args.size), batch_size=BATCH, shuffle=True,

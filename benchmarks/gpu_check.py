@@ -50,7 +50,7 @@ def device_peak(device: torch.device) -> tuple[str, float | None]:
 
 def make_shards(photos: Path, out: Path, size: int, max_images: int | None) -> Path:
     from colorstudy.config import DataParams
-    from colorstudy.data.shards import preprocess
+    from colorstudy.data.preprocess import preprocess
     from colorstudy.data.sources import materialize
 
     params = DataParams(dataset="folder", path=str(photos), image_size=size, max_images=max_images)
@@ -120,7 +120,7 @@ def study(models: list[str], device: torch.device, work: Path, dry: bool) -> dic
     """Train and evaluate ``models`` of params.yaml on ``device``; compare with the committed run."""
     from colorstudy.compare import Comparison, compare_runs, flatten_metrics, load_metrics
     from colorstudy.config import DataParams, EvaluateParams, load_params, section
-    from colorstudy.data.shards import preprocess
+    from colorstudy.data.preprocess import preprocess
     from colorstudy.data.sources import materialize
     from colorstudy.evaluate import evaluate
     from colorstudy.study import resolve_model

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
 from colorstudy.checkpoint import CheckpointError
 from colorstudy.config import EvaluateParams, ParamsError, load_params, section

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from colorstudy.config import DataParams, ParamsError, load_params, section
-from colorstudy.data.shards import preprocess
+from colorstudy.data.preprocess import preprocess
 
 TIMING_LOG = Path("logs/preprocess.json")
 

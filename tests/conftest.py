@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from colorstudy.config import DataParams, load_params
-from colorstudy.data.shards import preprocess
+from colorstudy.data.preprocess import preprocess
 from colorstudy.data.sources import materialize
 
 ROOT = Path(__file__).resolve().parents[1]

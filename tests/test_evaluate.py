@@ -15,7 +15,8 @@ import yaml
 
 from colorstudy import checkpoint, lab
 from colorstudy.config import DataParams, EvaluateParams
-from colorstudy.data.shards import LabShards, preprocess
+from colorstudy.data.preprocess import preprocess
+from colorstudy.data.shards import LabShards
 from colorstudy.data.sources import Source, write_sources
 from colorstudy.evaluate import BASELINE, IMAGE_METRICS, evaluate, load_predictions, save_predictions, write_outputs
 from colorstudy.models import build_generator

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from colorstudy.config import DataParams

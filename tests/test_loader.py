@@ -64,3 +64,22 @@ def test_stopping_early_leaves_no_prefetch_thread_behind(faces_shards):
             break
     assert not any(t.name == "colorstudy-prefetch" for t in threading.enumerate())
     assert batches.wait_seconds >= 0
+
+
+def test_reused_buffers_give_the_same_batches_two_buffers_in_turn(faces_shards):
+    data = ResidentSplit(LabShards(faces_shards), "train", CPU)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))
+    fresh = [(L.clone(), ab.clone()) for L, ab in EpochBatches(data, order, batch_size=6, steps=4)]
+    pointers = []
+    for (L, ab), (fL, fab) in zip(EpochBatches(data, order, batch_size=6, steps=4, reuse_buffers=True), fresh,
+                                  strict=True):
+        assert torch.equal(L, fL) and torch.equal(ab, fab)
+        pointers.append(L.data_ptr())
+    assert pointers[0] == pointers[2] != pointers[1]
+
+
+def test_chunks_are_views_in_stored_order(faces_shards):
+    data = ResidentSplit(LabShards(faces_shards), "val", CPU)
+    chunks = list(data.chunks(16))
+    assert chunks[0][0].data_ptr() == data.L.data_ptr()  # no copy
+    assert sum(len(L) for L, _ in chunks) == len(data) and all(len(L) == 16 for L, _ in chunks[:-1])

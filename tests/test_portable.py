@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from colorstudy.config import DataParams, load_params, section
-from colorstudy.data.shards import preprocess
+from colorstudy.data.preprocess import preprocess
 from colorstudy.data.sources import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_shards_do_not_depend_on_the_cpus_simd_width(sample, tmp_path, cpu):
     raw, params = sample
     preprocess(raw, tmp_path / "here", params, workers=1, progress=False)
     script = (
-        "import json, sys; from colorstudy.config import DataParams; from colorstudy.data.shards import preprocess; "
+        "import json, sys; from colorstudy.config import DataParams; from colorstudy.data.preprocess import preprocess; "
         "preprocess(sys.argv[1], sys.argv[2], DataParams(**json.loads(sys.argv[3])), workers=2, progress=False)"
     )
     subprocess.run([sys.executable, "-c", script, str(raw), str(tmp_path / "baseline"),

@@ -22,8 +22,10 @@ from skimage.color import rgb2lab
 from colorstudy.config import DataParams, ParamsError
 from colorstudy.data.images import DecodedImage, decode_image
 from test_images import desaturated, toned
-from colorstudy.data import shards as shards_module
-from colorstudy.data.shards import Batches, LabShards, SplitAssigner, hash_split, preprocess
+from colorstudy.data import preprocess as preprocess_module
+from colorstudy.data.preprocess import preprocess
+from colorstudy.data.shards import LabShards
+from colorstudy.data.splits import SplitAssigner, hash_split
 from colorstudy.data.sources import Source, write_sources
 from colorstudy.lab import denormalize_ab, denormalize_l
 
@@ -224,8 +226,8 @@ def test_duplicates_merge_groups_into_the_first_groups_split(tmp_path, monkeypat
              "b_copy.jpg": (f0.read_bytes(), "early"), "c.jpg": (f2.read_bytes(), "zz")}
     raw = make_raw(tmp_path / "raw", [], extra)
     rebuilds = []
-    original_rebuild = shards_module._rebuild
-    monkeypatch.setattr(shards_module, "_rebuild", lambda *a: rebuilds.append(1) or original_rebuild(*a))
+    original_rebuild = preprocess_module._rebuild
+    monkeypatch.setattr(preprocess_module, "_rebuild", lambda *a: rebuilds.append(1) or original_rebuild(*a))
     m = preprocess(raw, tmp_path / "out", params, workers=0, progress=False)
     assert rebuilds == [1]  # the rare path that rewrites staged shards ran
     assert m["duplicates_removed"] == 1 and m["kept"]["total"] == 3
@@ -284,48 +286,6 @@ def test_reader_shapes_and_normalization(built):
         assert list(zip(rows["shard"], rows["row"])) == sorted(zip(rows["shard"], rows["row"]))
     with pytest.raises(ValueError):
         shards.rows("holdout")
-
-
-def test_batches_order_and_determinism():
-    L = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
-    ab = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1).repeat(1, 2, 1, 1)
-    plain = Batches(L, ab, 4)
-    got = list(plain)
-    assert len(plain) == 3 and [len(x) for x, _ in got] == [4, 4, 2]
-    assert got[0][0].data_ptr() == L.data_ptr()  # views, no copy
-    assert len(Batches(L, ab, 4, drop_last=True)) == 2 and len(list(Batches(L, ab, 4, drop_last=True))) == 2
-
-    def epoch_order(b: Batches) -> list[int]:
-        return [int(v) for x, y in b for v in x.flatten()]
-
-    a, b = Batches(L, ab, 3, shuffle=True, seed=7), Batches(L, ab, 3, shuffle=True, seed=7)
-    first, second = epoch_order(a), epoch_order(a)
-    assert sorted(first) == sorted(second) == list(range(10)) and first != second
-    assert epoch_order(b) == first and epoch_order(b) == second
-    b.set_epoch(1)
-    assert epoch_order(b) == second  # a resumed run gets the same epoch order
-    assert epoch_order(Batches(L, ab, 3, shuffle=True, seed=8)) != first
-    for x, y in Batches(L, ab, 3, shuffle=True, seed=7):
-        assert torch.equal(x.flatten(), y[:, 0].flatten())  # L and ab stay paired
-
-
-def test_batches_reusing_buffers_give_the_same_batches():
-    L, ab = torch.randn(10, 1, 4, 4), torch.randn(10, 2, 4, 4)
-    fresh = [(x.clone(), y.clone()) for x, y in Batches(L, ab, 3, shuffle=True, seed=1)]
-    reused = Batches(L, ab, 3, shuffle=True, seed=1, reuse_buffers=True)
-    pointers = []
-    for (x, y), (fx, fy) in zip(reused, fresh, strict=True):
-        assert torch.equal(x, fx) and torch.equal(y, fy)
-        pointers.append(x.data_ptr())
-    assert pointers[0] == pointers[2] != pointers[1]  # two buffers, taken in turn
-
-
-def test_batches_from_shards(built):
-    out, m = built
-    loader = LabShards(out).batches("train", 16, shuffle=True, seed=1, drop_last=True)
-    batches = list(loader)
-    assert len(batches) == m["kept"]["train"] // 16
-    assert all(L.shape == (16, 1, 64, 64) and ab.shape == (16, 2, 64, 64) for L, ab in batches)
 
 
 # -- the stage script -------------------------------------------------------------------

@@ -67,7 +67,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from colorstudy import lab

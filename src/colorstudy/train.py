@@ -322,7 +322,8 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
             torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; with `gen` below, resume-exact
             gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
             order = torch.randperm(len(train_data), generator=gen, device=device)
-            batches = EpochBatches(train_data, order, cfg.batch_size, steps, group.rank, group.world)
+            batches = EpochBatches(train_data, order, cfg.batch_size, steps, group.rank, group.world,
+                                   reuse_buffers=device.type == "cpu")  # each batch lives one step
             losses = train_epoch(objective, cfg, batches, gen, epoch, model_id, device, group)
             if writer is not None:  # rank 0; the others wait at the barrier
                 generator = unwrap(objective.generator)

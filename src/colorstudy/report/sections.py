@@ -13,7 +13,7 @@ import torch
 
 import colorstudy
 from colorstudy.config import DataParams, EvaluateParams, ReportParams
-from colorstudy.data.shards import FIXED_SPLIT_DATASETS
+from colorstudy.data.splits import FIXED_SPLIT_DATASETS
 from colorstudy.evaluate import BASELINE
 from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
