@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import urllib.error
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,29 @@ def study_params() -> dict:
     params["train"].update(epochs=3, decay_epochs=1, batch_size=32, width=4, device="cpu")
     params["adversarial"]["width"] = 4
     return params
+
+
+@dataclass
+class OfflineHub:
+    home: Path  # TORCH_HOME, empty until a test puts a weight file there
+    attempts: list[str] = field(default_factory=list)  # URLs something tried to download
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where torch.hub keeps weight files (``load_state_dict_from_url``)."""
+        return self.home / "hub" / "checkpoints"
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> OfflineHub:
+    """An empty torch hub cache and no network, as on the dev and CI machines: every
+    download attempt is recorded and fails at once."""
+    hub = OfflineHub(tmp_path / "torch-home")
+    monkeypatch.setenv("TORCH_HOME", str(hub.home))
+
+    def offline(url: str, *args, **kwargs) -> None:
+        hub.attempts.append(url)
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return hub

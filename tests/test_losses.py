@@ -113,35 +113,25 @@ def test_perceptual_under_bf16_autocast(batch, perceptual):
     assert torch.isfinite(value) and value.item() > 0 and torch.isfinite(pred.grad).all()
 
 
-def test_perceptual_imagenet_missing_weights_fail_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    attempts: list[str] = []
-
-    def no_network(url, *args, **kwargs):
-        attempts.append(url)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+def test_perceptual_imagenet_missing_weights_fail_clearly(offline_hub):
     with pytest.raises(MissingWeightsError, match="vgg16-397923af.pth"):
         losses.build_loss("perceptual", weights="imagenet")
-    assert attempts == ["https://download.pytorch.org/models/vgg16-397923af.pth"]
+    assert offline_hub.attempts == ["https://download.pytorch.org/models/vgg16-397923af.pth"]
 
 
-def test_perceptual_imagenet_loads_the_cached_file(tmp_path, monkeypatch, batch):
+def test_perceptual_imagenet_loads_the_cached_file(offline_hub, batch):
     import torchvision
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("tried to download"))
     torch.manual_seed(5)
     features = torchvision.models.vgg16(weights=None).features[:16]
     # a stand-in for the real file: the same keys for the layers the loss uses
     state = {f"features.{k}": v for k, v in features.state_dict().items()}
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(state, tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    offline_hub.checkpoints.mkdir(parents=True)
+    torch.save(state, offline_hub.checkpoints / "vgg16-397923af.pth")
     term = losses.build_loss("perceptual", weights="imagenet")
     torch.testing.assert_close(term.features[14].weight, state["features.14.weight"])
     assert term.provenance["weights"] == "imagenet" and len(term.provenance["sha256"]) == 64
-    assert torch.isfinite(term(*batch[:1], 0.5 * batch[1], batch[1]))
+    assert torch.isfinite(term(*batch[:1], 0.5 * batch[1], batch[1])) and not offline_hub.attempts
 
 
 def test_unknown_weights_choice_is_rejected():

@@ -343,28 +343,14 @@ def test_provenance_accessor_labels_random_backbones():
 
 # -- backbones: LPIPS, FID ---------------------------------------------------------------------
 
-@pytest.fixture
-def offline_empty_cache(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network: any download attempt fails at once."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    calls: list[str] = []
-
-    def no_network(url, *args, **kwargs):
-        calls.append(url)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def lpips_random() -> metrics.LPIPSMetric:
     return metrics.LPIPSMetric("random")
 
 
-def test_lpips_random_backbone_is_reproducible(photos, predictions, lpips_random, offline_empty_cache):
+def test_lpips_random_backbone_is_reproducible(photos, predictions, lpips_random, offline_hub):
     again = metrics.LPIPSMetric("random")  # offline, empty cache: builds without any download
-    assert not offline_empty_cache
+    assert not offline_hub.attempts
     a = lpips_random(predictions["shift"], photos)
     b = again(predictions["shift"], photos)
     assert torch.equal(a, b) and a.shape == (len(photos),)
@@ -387,18 +373,18 @@ def test_lpips_batch_equals_the_lpips_package_one_image_at_a_time(photos, predic
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
 
 
-def test_lpips_imagenet_missing_weights_fail_clearly(offline_empty_cache):
+def test_lpips_imagenet_missing_weights_fail_clearly(offline_hub):
     with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
         metrics.LPIPSMetric("imagenet")
-    assert offline_empty_cache == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
+    assert offline_hub.attempts == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
 
 
-def test_lpips_imagenet_loads_the_cached_file(tmp_path, monkeypatch, offline_empty_cache):
+def test_lpips_imagenet_loads_the_cached_file(offline_hub):
     import torchvision
 
     torch.manual_seed(123)
     state = torchvision.models.alexnet(weights=None).state_dict()
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache = offline_hub.checkpoints
     cache.mkdir(parents=True)
     torch.save(state, cache / "alexnet-owt-7be5be79.pth")
     net = metrics.LPIPSMetric("imagenet")
@@ -407,7 +393,7 @@ def test_lpips_imagenet_loads_the_cached_file(tmp_path, monkeypatch, offline_emp
     torch.testing.assert_close(getattr(trunk.slice1, "0").weight, state["features.0.weight"])
     torch.testing.assert_close(getattr(trunk.slice5, "10").bias, state["features.10.bias"])
     assert net.provenance["weights"] == "imagenet" and len(net.provenance["sha256"]) == 64
-    assert not offline_empty_cache
+    assert not offline_hub.attempts
 
 
 @pytest.fixture(scope="module")
@@ -442,14 +428,14 @@ def test_fid_features_equal_pytorch_fid_one_image_at_a_time(photos, predictions,
     assert not np.array_equal(ref[0], ref[1])  # distinct photos, distinct features
 
 
-def test_fid_random_backbone_is_reproducible(photos, fid_random, offline_empty_cache):
+def test_fid_random_backbone_is_reproducible(photos, fid_random, offline_hub):
     again = metrics.FIDExtractor("random")
-    assert not offline_empty_cache
+    assert not offline_hub.attempts
     np.testing.assert_array_equal(again.features(photos[:2]), fid_random.features(photos[:2]))
     assert again.provenance == {**again.provenance, "weights": "random", "seed": metrics.RANDOM_BACKBONE_SEED}
 
 
-def test_fid_imagenet_missing_weights_fail_clearly(offline_empty_cache):
+def test_fid_imagenet_missing_weights_fail_clearly(offline_hub):
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         metrics.FIDExtractor("imagenet")
 

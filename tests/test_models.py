@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import urllib.error
 from typing import Any
 
 import pytest
@@ -208,16 +207,6 @@ def test_every_generator_has_width_and_weights_defaults() -> None:
         assert all(p.default is not inspect.Parameter.empty for p in params.values()), name
 
 
-@pytest.fixture
-def empty_torch_home(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    def offline(url: str, *args: Any, **kwargs: Any) -> None:
-        raise urllib.error.URLError("network is unreachable (test)")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    return tmp_path
-
-
 RESNET_GENERATORS = ("resnet_unet", "resnet_encdec")  # the ones with an ImageNet encoder
 
 
@@ -234,14 +223,14 @@ def _fake_imagenet_resnet34(torch_home, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("arch", RESNET_GENERATORS)
-def test_resnet_imagenet_offline_names_the_file(empty_torch_home, arch: str) -> None:
+def test_resnet_imagenet_offline_names_the_file(offline_hub, arch: str) -> None:
     with pytest.raises(MissingWeightsError, match=backbone("resnet34").file):
         build_generator(arch, width=TINY_WIDTH, weights="imagenet")
 
 
 @pytest.mark.parametrize("arch", RESNET_GENERATORS)
-def test_resnet_imagenet_encoder_is_loaded_unchanged(empty_torch_home, arch: str) -> None:
-    pretend = _fake_imagenet_resnet34(empty_torch_home, seed=1)
+def test_resnet_imagenet_encoder_is_loaded_unchanged(offline_hub, arch: str) -> None:
+    pretend = _fake_imagenet_resnet34(offline_hub.home, seed=1)
     model = build_generator(arch, width=TINY_WIDTH, weights="imagenet")
     assert torch.equal(model.encoder[0][0].weight if arch == "resnet_unet" else model.encoder[0].weight,
                        pretend["conv1.weight"])
@@ -264,15 +253,15 @@ def test_imagenet_input_is_normalized_srgb_gray() -> None:
 
 
 @pytest.mark.parametrize("arch", RESNET_GENERATORS)
-def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(empty_torch_home, tmp_path,
+def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(offline_hub, tmp_path,
                                                                           arch: str) -> None:
     """evaluate and colorize rebuild from the state dict alone: no download, no hub file."""
-    _fake_imagenet_resnet34(empty_torch_home, seed=2)  # a fake "ImageNet" file, for training only
+    _fake_imagenet_resnet34(offline_hub.home, seed=2)  # a fake "ImageNet" file, for training only
     kwargs = {"width": TINY_WIDTH, "weights": "imagenet"}  # as `models.X.arch.weights=imagenet` resolves
     trained = build_generator(arch, **kwargs)
     path = tmp_path / "selected.pt"
     checkpoint.save(path, {"architecture": arch, "arch_kwargs": kwargs, "generator": trained.state_dict()})
-    (empty_torch_home / "hub" / "checkpoints" / backbone("resnet34").file).unlink()  # gone where it evaluates
+    (offline_hub.home / "hub" / "checkpoints" / backbone("resnet34").file).unlink()  # gone where it evaluates
 
     rebuilt = checkpoint.build_generator(checkpoint.load(path))
     for key, value in trained.state_dict().items():

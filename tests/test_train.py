@@ -6,7 +6,6 @@ import filecmp
 import subprocess
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -110,18 +109,12 @@ def test_a_nan_loss_stops_naming_model_step_and_term(faces_shards, study_params,
     assert not (tmp_path / "models" / "last.pt").exists()
 
 
-def test_missing_imagenet_weights_stop_before_training(faces_shards, study_params, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
-
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+def test_missing_imagenet_weights_stop_before_training(faces_shards, study_params, tmp_path, offline_hub):
     study_params["perceptual"]["weights"] = "imagenet"
     with pytest.raises(MissingWeightsError, match=r"vgg16-397923af\.pth") as err:
         _train(resolve_model(study_params, "E"), faces_shards, tmp_path)
     assert "download.pytorch.org/models/vgg16-397923af.pth" in str(err.value)
-    assert str(tmp_path / "empty-cache") in str(err.value)
+    assert str(offline_hub.home) in str(err.value)
     assert not (tmp_path / "models").exists()
 
 
