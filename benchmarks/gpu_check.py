@@ -81,7 +81,8 @@ def throughput(shards_dir: Path, device: torch.device, size: int, width: int, ba
     from colorstudy.data.loader import EpochBatches, load_split
     from colorstudy.data.shards import LabShards
     from colorstudy.distributed import SINGLE
-    from colorstudy.train import build_objective, train_epoch
+    from colorstudy.objective import build_objective
+    from colorstudy.train import train_epoch
 
     cfg = TrainParams(epochs=2, decay_epochs=0, batch_size=batch, width=width, device=str(device))
     run = {"generator": "unet", "arch_kwargs": {"width": width, "depth": min(8, size.bit_length() - 1)},

@@ -14,7 +14,8 @@ import torch
 from colorstudy import checkpoint
 from colorstudy.losses import L1Loss
 from colorstudy.study import read_run_spec, resolve_model, write_run_spec
-from colorstudy.train import NonFiniteLossError, train_model
+from colorstudy.objective import NonFiniteLossError
+from colorstudy.train import train_model
 from colorstudy.weights import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]

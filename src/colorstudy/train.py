@@ -20,23 +20,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from colorstudy import checkpoint
-from colorstudy.config import AdversarialParams, PerceptualParams, TrainParams, parse
+from colorstudy.config import TrainParams, parse
 from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_split
 from colorstudy.data.shards import LabShards
-from colorstudy.distributed import (SINGLE, ProcessGroup, average_gradients, barrier, start, stop, sum_over_ranks,
-                                    unwrap, wrap_generator)
+from colorstudy.distributed import ProcessGroup, barrier, start, stop, sum_over_ranks, unwrap, wrap_generator
 from colorstudy.lab import AB_SCALE
-from colorstudy.losses import build_loss, discriminator_loss
-from colorstudy.models import build_discriminator, build_generator
+from colorstudy.objective import Objective, build_objective, discriminator_step, generator_step
 from colorstudy.runtime import autocast, inference, make_reproducible
 
 MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
 MAX_SHIFT = 0.2  # translation: ±10 % of the width, the seed study's (affine_grid spans [-1, 1])
 SELECTED, LAST = "selected.pt", "last.pt"  # the checkpoint train.select picked; the resume point
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; training stops rather than save garbage."""
 
 
 def augment(L: torch.Tensor, ab: torch.Tensor, gen: torch.Generator, global_batch: int | None = None,
@@ -132,66 +126,6 @@ def grayscale_baseline(data: SplitData, batch_size: int) -> dict[str, float]:
     return {"ab_l1": l1 / len(data), "ab_error": error / len(data)}
 
 
-def _check_finite(losses: dict[str, torch.Tensor], model_id: str, epoch: int, step: int,
-                  group: ProcessGroup = SINGLE) -> None:
-    # over all ranks, so that every rank stops at the same step instead of the others
-    # waiting forever in the next all-reduce
-    total = sum_over_ranks(sum(losses.values()), group)
-    if not torch.isfinite(total):  # one sync per step; per-term values only on failure
-        bad = [f"{name}={value.item()}" for name, value in losses.items() if not torch.isfinite(value)]
-        raise NonFiniteLossError(
-            f"model {model_id}: non-finite loss at epoch {epoch + 1}, step {step}: {', '.join(bad)}. "
-            f"Lower train.lr or the offending weight in `loss`, then rerun.")
-
-
-@dataclass
-class Objective:
-    """What one training step optimizes: the generator, its weighted loss terms, and the
-    PatchGAN with its optimizer when the objective is adversarial."""
-
-    generator: torch.nn.Module
-    opt_g: torch.optim.Optimizer
-    terms: dict[str, float]
-    losses: dict[str, torch.nn.Module]
-    provenance: dict[str, Any]
-    discriminator: torch.nn.Module | None = None
-    opt_d: torch.optim.Optimizer | None = None
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [opt for opt in (self.opt_g, self.opt_d) if opt is not None]
-
-    @property
-    def logged(self) -> list[str]:
-        """Per-epoch mean losses: every term, and the discriminator's own."""
-        return [*self.terms, *(["discriminator"] if self.discriminator is not None else [])]
-
-
-def build_objective(run: dict[str, Any], cfg: TrainParams, device: torch.device) -> Objective:
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    generator = build_generator(run["generator"], **run["arch_kwargs"]).to(device)
-    generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
-    betas = (cfg.beta1, cfg.beta2)
-    # A fixed order: the sum of the terms (float addition) must not depend on whether
-    # the spec came from params or from its sorted JSON file.
-    objective = Objective(generator, torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas),
-                          terms=dict(sorted(run["terms"].items())), losses={},
-                          provenance={"generator": getattr(generator, "provenance", {})})
-    for name in objective.terms:
-        if name == "perceptual":
-            p = PerceptualParams(**run["perceptual"])
-            objective.losses[name] = build_loss(name, weights=p.weights, layers=p.layers).to(device)
-            objective.provenance["perceptual"] = objective.losses[name].provenance
-        elif name == "adversarial":
-            a = AdversarialParams(**run["adversarial"])
-            objective.losses[name] = build_loss(name, mode=a.mode).to(device)
-            objective.discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
-            objective.opt_d = torch.optim.Adam(objective.discriminator.parameters(), lr=cfg.lr, betas=betas)
-        else:
-            objective.losses[name] = build_loss(name).to(device)
-    return objective
-
-
 @dataclass
 class Progress:
     """Where a run is: epochs done, the checkpoint ``train.select`` picked, per-epoch records."""
@@ -215,39 +149,6 @@ def try_resume(path: Path, run: dict[str, Any], data: dict[str, str], objective:
         objective.discriminator.load_state_dict(saved["discriminator"])
         objective.opt_d.load_state_dict(saved["opt_d"])
     return Progress(saved["epoch"], saved["selected"], saved["history"])
-
-
-def discriminator_step(objective: Objective, L: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor,
-                       device: torch.device, group: ProcessGroup) -> torch.Tensor:
-    """pix2pix: D first, on the detached fake; its gradients averaged over ranks by hand."""
-    D, adv = objective.discriminator, objective.losses["adversarial"]
-    D.requires_grad_(True)
-    objective.opt_d.zero_grad(set_to_none=True)
-    with autocast(device):
-        loss = discriminator_loss(adv, D(L, ab), D(L, fake.detach()))
-    loss.backward()
-    average_gradients(D, group)
-    objective.opt_d.step()
-    D.requires_grad_(False)  # G's step must not accumulate into D
-    return loss.detach()
-
-
-def generator_step(objective: Objective, L: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor,
-                   device: torch.device, where: tuple[str, int, int], group: ProcessGroup) -> dict[str, torch.Tensor]:
-    """The weighted terms on ``fake``, one backward, one Adam step; returns the weighted terms."""
-    objective.opt_g.zero_grad(set_to_none=True)
-    with autocast(device):
-        parts = {}
-        for name, weight in objective.terms.items():
-            if name == "adversarial":
-                value = objective.losses[name](objective.discriminator(L, fake))
-            else:
-                value = objective.losses[name](L, fake, ab)
-            parts[name] = weight * value.float()
-    _check_finite(parts, *where, group=group)
-    sum(parts.values()).backward()  # DDP averages the generator's gradients here
-    objective.opt_g.step()
-    return {name: value.detach() for name, value in parts.items()}
 
 
 def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, gen: torch.Generator,
