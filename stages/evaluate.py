@@ -18,24 +18,27 @@ import sys
 from colorstudy.checkpoint import CheckpointError
 from colorstudy.config import EvaluateParams, ParamsError, load_params, section
 from colorstudy.evaluate import evaluate, write_outputs
-from colorstudy.runtime import make_reproducible, resolve_device
+from colorstudy.runtime import DeviceError, make_reproducible, resolve_device
 from colorstudy.weights import MissingWeightsError
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stages/evaluate.py", usage=__doc__.strip().splitlines()[2][7:])
+    parser = argparse.ArgumentParser(prog="stages/evaluate.py", add_help=False, exit_on_error=False)
     for name in ("model", "shards_dir", "report_dir", "pred_file"):
         parser.add_argument(name)
     parser.add_argument("--fid-reference", default=None)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+        args, extra = parser.parse_known_args(argv) if len(argv) >= 4 else (None, argv)
+    except argparse.ArgumentError:  # e.g. --fid-reference without its file
+        args, extra = None, argv
+    if args is None or extra:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
     try:
         params = section(load_params(), "evaluate", EvaluateParams)
         make_reproducible(resolve_device(params.device), params.num_threads)
         result = evaluate(args.model, args.shards_dir, params, fid_reference=args.fid_reference, progress=True)
-    except (ParamsError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:
+    except (ParamsError, DeviceError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)  # the message names the fix
         return 1
     write_outputs(result, args.report_dir, args.pred_file)

@@ -232,5 +232,5 @@ def test_a_split_over_the_memory_budget_streams_and_trains_the_same_weights(face
 
 def test_a_train_split_smaller_than_one_batch_is_refused(faces_shards, study_params, tmp_path):
     study_params["train"]["batch_size"] = 4096
-    with pytest.raises(RuntimeError, match=r"at least train.batch_size=4096 images"):
+    with pytest.raises(ValueError, match=r"at least train.batch_size=4096 images"):
         _train(resolve_model(study_params, "A"), faces_shards, tmp_path)

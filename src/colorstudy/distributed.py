@@ -19,7 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from colorstudy.runtime import resolve_device
+from colorstudy.runtime import DeviceError, resolve_device
 
 # Rank 0 validates and saves while the others wait at a barrier: allow for a slow disk.
 TIMEOUT = timedelta(minutes=60)
@@ -61,7 +61,7 @@ def start(nproc: int, device_choice: str) -> tuple[ProcessGroup, torch.device]:
     """
     world = launched_world_size()
     if world != nproc:
-        raise RuntimeError(f"{world} process(es) were launched but the run spec says train.nproc={nproc}; "
+        raise DeviceError(f"{world} process(es) were launched but the run spec says train.nproc={nproc}; "
                            f"set train.nproc={world} (or launch {nproc} processes)")
     device = resolve_device(device_choice)
     if world == 1:
@@ -69,7 +69,7 @@ def start(nproc: int, device_choice: str) -> tuple[ProcessGroup, torch.device]:
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"local rank {local_rank} has no GPU: torch sees {torch.cuda.device_count()}; "
+            raise DeviceError(f"local rank {local_rank} has no GPU: torch sees {torch.cuda.device_count()}; "
                                f"lower --nproc_per_node or train.nproc")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

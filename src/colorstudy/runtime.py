@@ -10,6 +10,10 @@ import torch
 from colorstudy.config import check_device_name
 
 
+class DeviceError(RuntimeError):
+    """The device or process layout asked for is not what this machine has; the message says what is."""
+
+
 def resolve_device(choice: str) -> torch.device:
     """``auto`` -> cuda when present, else cpu; ``cuda:N`` must name a GPU torch sees.
 
@@ -23,11 +27,11 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device `{choice}` was asked for but torch sees no GPU; use `auto` or `cpu`")
+        raise DeviceError(f"device `{choice}` was asked for but torch sees no GPU; use `auto` or `cpu`")
     device = torch.device(choice)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise RuntimeError(f"device `{choice}`: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1} "
+        raise DeviceError(f"device `{choice}`: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1} "
                            f"(CUDA_VISIBLE_DEVICES renumbers them from 0)")
     return device
 

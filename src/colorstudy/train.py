@@ -206,7 +206,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         train_data = load_split(shards, "train", device, memory_budget, per_device)
         val_data = load_split(shards, "val", device, memory_budget, per_device)
         if len(train_data) < cfg.batch_size or len(val_data) == 0:
-            raise RuntimeError(f"{shards_dir}: the train split needs at least train.batch_size={cfg.batch_size} "
+            raise ValueError(f"{shards_dir}: the train split needs at least train.batch_size={cfg.batch_size} "
                                f"images and val at least one (train {len(train_data)}, val {len(val_data)})")
         objective = build_objective(run, cfg, device)
         work_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
