@@ -232,3 +232,39 @@ def test_perceptual_share_is_the_weighted_terms_ratio(tmp_path):
         path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n0\t99\n1\t{value}\n")  # the last epoch counts
     assert _perceptual_share(read_curves(tmp_path, "C")) == "5.0 %"  # D's own loss is not G's objective
     assert _perceptual_share({}) == "—"
+
+
+def test_the_readme_command_for_the_full_study_is_the_reference_settings():
+    """docs/study.md's settings are written once (report.reference.REFERENCE_SETTINGS); the
+    README's `dvc exp run -S ...` for the full study must set exactly those that differ."""
+    import re
+
+    from colorstudy.config import load_params
+    from colorstudy.report.reference import REFERENCE_SETTINGS
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("### Full reference settings"):]
+    block = block[block.index("```bash"):block.index("```", block.index("```bash") + 3)]
+    given = dict(re.findall(r"-S ([\w.]+)=(\S+)", block))
+    given.pop("data.dataset"), given.pop("data.path")
+    given.pop("models.resnet_encdec.arch.weights")  # the faces study's encoder-decoder, not in docs/study.md
+    params = load_params(root / "params.yaml")
+
+    def current(key: str):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    from colorstudy.models.patchgan import layers_for
+
+    def at_reference_size(key: str):  # `auto` PatchGAN depth, at the reference's 256 px
+        value = current(key)
+        return layers_for(REFERENCE_SETTINGS["data.image_size"]) if key == "adversarial.layers" and value == "auto" \
+            else value
+
+    differing = {k: v for k, v in REFERENCE_SETTINGS.items() if at_reference_size(k) != v}
+    assert set(given) == set(differing)
+    for key, text in given.items():
+        assert yaml.safe_load(text) == differing[key], key

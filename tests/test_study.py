@@ -39,6 +39,21 @@ def test_default_params_cover_the_whole_study():
     assert set(PARAMS["models"]) == set(STUDY_IDS)
 
 
+def test_every_dataclass_default_is_the_committed_params_yaml():
+    """A key deleted from params.yaml must not silently become another setting."""
+    import dataclasses
+
+    from colorstudy.study import SECTIONS
+
+    params = load_params(ROOT / "params.yaml")
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name in params[name], f"{name}.{f.name} is not in params.yaml"
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            assert default == params[name][f.name], f"{name}.{f.name}: default {default!r}, params.yaml " \
+                                                    f"{params[name][f.name]!r}"
+
+
 @pytest.mark.parametrize("dotted, value, named", [
     ("train.epoch", 3, "epoch"),  # typo'd key
     ("loss.l1", -1.0, "loss.l1"),  # negative weight

@@ -2,7 +2,9 @@
 
 Every stage reads its section through :func:`parse`, which rejects unknown keys
 (a typo'd key must fail, not be silently ignored) and values of the wrong type,
-naming the key. Range checks live in each dataclass's ``__post_init__``.
+naming the key. Range checks live in each dataclass's ``__post_init__``. Every default
+equals the committed ``params.yaml`` (``tests/test_study.py`` checks), so a key deleted
+from it changes nothing; the reference study's settings are ``report.reference``'s.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class DataParams:
     """``data``: which photos, how they are cleaned, sized and split."""
 
     dataset: str = "sample"
-    path: str | None = None  # root folder for dataset `folder`
+    path: str | None = "photos"  # root folder for dataset `folder`
     mirror: str | None = None  # local dir or file:// / http:// base URL holding the archives
     image_size: int = 64  # side of the square the photos are resized/cropped to
     split: Literal["random", "official"] = "random"
@@ -187,7 +189,7 @@ class AdversarialParams:
     """``adversarial``: the PatchGAN discriminator and its loss."""
 
     mode: Literal["bce", "lsgan"] = "bce"
-    width: int = 64
+    width: int = 16  # PatchGAN base width (64: the published 2.8 M parameters)
     # stride-2 layers, or "auto": the deepest whose receptive field is at most the share
     # of the image the published 70x70 patch is of 256 px (models/patchgan.py)
     layers: int | Literal["auto"] = "auto"
@@ -201,15 +203,15 @@ class AdversarialParams:
 class TrainParams:
     """``train``: the optimization, shared by every model of the study."""
 
-    epochs: int = 50
-    decay_epochs: int = 25
-    batch_size: int = 64
+    epochs: int = 4
+    decay_epochs: int = 2
+    batch_size: int = 16
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    width: int = 64
+    width: int = 16  # generator base width (64: the published size)
     augment: bool = True
     num_threads: int = 1  # per process
     # data-parallel processes (torchrun; gloo on CPU, NCCL on GPUs); batch_size is the

@@ -51,40 +51,70 @@ def _patchgan_layers(layers: int | str, image_size: int) -> str:
     return f"{'auto: ' if layers == 'auto' else ''}{n} ({receptive_field(n)}×{receptive_field(n)} patches)"
 
 
+# docs/study.md's settings as params keys: the one place they are written. The report's
+# "differs from the reference" table and the README's command for the full study
+# (tests/test_report.py) are derived from it.
+REFERENCE_SETTINGS: dict[str, Any] = {
+    "train.lr": 2e-4, "train.beta1": 0.5, "train.beta2": 0.999, "train.batch_size": 64, "train.epochs": 50,
+    "train.decay_epochs": 25, "train.seed": 42, "train.select": "val_ab_l1", "train.augment": True,
+    "data.image_size": 256, "train.width": 64, "adversarial.width": 64, "adversarial.layers": 3,
+    "adversarial.mode": "bce", "loss.l1": 100.0, "loss.perceptual": 10.0, "loss.adversarial": 1.0,
+    "perceptual.weights": "imagenet", "evaluate.lpips_weights": "imagenet", "evaluate.fid_weights": "imagenet",
+    "models.resnet_unet.arch.weights": "imagenet",
+}
+# (label, params keys, how a value shows) of each row the report compares
+_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("learning rate (`train.lr`)", ("train.lr",)),
+    ("Adam betas (`train.beta1`, `train.beta2`)", ("train.beta1", "train.beta2")),
+    ("batch size (`train.batch_size`)", ("train.batch_size",)),
+    ("epochs (`train.epochs`)", ("train.epochs",)),
+    ("epochs of linear decay (`train.decay_epochs`)", ("train.decay_epochs",)),
+    ("seed (`train.seed`)", ("train.seed",)),
+    ("checkpoint scored (`train.select`)", ("train.select",)),
+    ("augmentation (`train.augment`)", ("train.augment",)),
+    ("image size (`data.image_size`)", ("data.image_size",)),
+    ("generator base width (`train.width`)", ("train.width",)),
+    ("PatchGAN base width (`adversarial.width`)", ("adversarial.width",)),
+    ("PatchGAN layers (`adversarial.layers`)", ("adversarial.layers",)),
+    ("adversarial loss (`adversarial.mode`)", ("adversarial.mode",)),
+    ("λ L1 (`loss.l1`)", ("loss.l1",)),
+    ("λ perceptual (`loss.perceptual`)", ("loss.perceptual",)),
+    ("λ adversarial (`loss.adversarial`)", ("loss.adversarial",)),
+    ("perceptual-loss VGG16 weights (`perceptual.weights`)", ("perceptual.weights",)),
+    ("LPIPS AlexNet weights (`evaluate.lpips_weights`)", ("evaluate.lpips_weights",)),
+    ("FID Inception weights (`evaluate.fid_weights`)", ("evaluate.fid_weights",)),
+)
+
+
+def _settings(params: dict[str, Any]) -> dict[str, Any]:
+    """This run's value of every reference setting, read through the validating sections."""
+    parsed = {name: section(params, name, cls) for name, cls in (
+        ("data", DataParams), ("train", TrainParams), ("loss", LossWeights), ("perceptual", PerceptualParams),
+        ("adversarial", AdversarialParams), ("evaluate", EvaluateParams))}
+    return {key: getattr(parsed[key.split(".")[0]], key.split(".")[1])
+            for key in REFERENCE_SETTINGS if not key.startswith("models.")}
+
+
+def _shown(key: str, value: Any, image_size: int) -> str:
+    if key == "data.image_size":
+        return f"{value}×{value}"
+    if key == "adversarial.layers":
+        return _patchgan_layers(value, image_size)
+    return _param_value(value)
+
+
 def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this run, reference study)`` for every setting that differs from docs/study.md."""
-    data = section(params, "data", DataParams)
-    train = section(params, "train", TrainParams)
-    loss = section(params, "loss", LossWeights)
-    perceptual = section(params, "perceptual", PerceptualParams)
-    adversarial = section(params, "adversarial", AdversarialParams)
-    evaluation = section(params, "evaluate", EvaluateParams)
-    rows: list[tuple[str, Any, Any]] = [
-        ("learning rate (`train.lr`)", train.lr, 2e-4),
-        ("Adam betas (`train.beta1`, `train.beta2`)", (train.beta1, train.beta2), (0.5, 0.999)),
-        ("batch size (`train.batch_size`)", train.batch_size, 64),
-        ("epochs (`train.epochs`)", train.epochs, 50),
-        ("epochs of linear decay (`train.decay_epochs`)", train.decay_epochs, 25),
-        ("seed (`train.seed`)", train.seed, 42),
-        ("checkpoint scored (`train.select`)", train.select, "val_ab_l1"),
-        ("augmentation (`train.augment`)", train.augment, True),
-        ("image size (`data.image_size`)", f"{data.image_size}×{data.image_size}", "256×256"),
-        ("generator base width (`train.width`)", train.width, 64),
-        ("PatchGAN base width (`adversarial.width`)", adversarial.width, 64),
-        ("PatchGAN layers (`adversarial.layers`)", _patchgan_layers(adversarial.layers, data.image_size),
-         "3 (70×70 patches)"),
-        ("adversarial loss (`adversarial.mode`)", adversarial.mode, "bce"),
-        ("λ L1 (`loss.l1`)", loss.l1, 100.0),
-        ("λ perceptual (`loss.perceptual`)", loss.perceptual, 10.0),
-        ("λ adversarial (`loss.adversarial`)", loss.adversarial, 1.0),
-        ("perceptual-loss VGG16 weights (`perceptual.weights`)", perceptual.weights, "imagenet"),
-        ("LPIPS AlexNet weights (`evaluate.lpips_weights`)", evaluation.lpips_weights, "imagenet"),
-        ("FID Inception weights (`evaluate.fid_weights`)", evaluation.fid_weights, "imagenet"),
-    ]
+    ours, ref = _settings(params), REFERENCE_SETTINGS
+    size, ref_size = ours["data.image_size"], ref["data.image_size"]
+    rows: list[tuple[str, str, str]] = []
+    for label, keys in _ROWS:
+        mine = [_shown(k, ours[k], size) for k in keys]
+        theirs = [_shown(k, ref[k], ref_size) for k in keys]
+        rows.append((label, *(("(" + ", ".join(v) + ")") if len(keys) > 1 else v[0] for v in (mine, theirs))))
     for model_id, spec in (params.get("models") or {}).items():
         if isinstance(spec, dict) and spec.get("generator") == "resnet_unet":
             weights = (spec.get("arch") or {}).get("weights", "random")
             rows.append((f"{model_id}: ResNet-34 encoder weights (`models.{model_id}.arch.weights`)", weights,
-                         "imagenet"))
-    return [(name, _param_value(ours), _param_value(ref)) for name, ours, ref in rows
-            if _param_value(ours) != _param_value(ref)]
+                         ref["models.resnet_unet.arch.weights"]))
+    return [row for row in rows if row[1] != row[2]]
