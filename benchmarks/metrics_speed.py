@@ -99,7 +99,7 @@ def kernels(args: argparse.Namespace) -> None:
     import torch
 
     import colorstudy  # noqa: F401  (torchvision shim before lpips)
-    from colorstudy import lab, metrics
+    from colorstudy import lab, metric_nets, metrics
     from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -183,7 +183,7 @@ def kernels(args: argparse.Namespace) -> None:
     for name, values in ref.items():
         print(f"    {name:<20} max |diff| per image {np.abs(ours[name].double().numpy() - values).max():.2e}")
 
-    lpips_net = metrics.LPIPSMetric("random")
+    lpips_net = metric_nets.LPIPSMetric("random")
     t_lpips, _ = best_of(lambda: torch.cat([lpips_net(p, t) for p, t in zip(pred.split(16), target.split(16))]),
                          args.repeats)
     print(f"\nLPIPS (random AlexNet trunk, no reference to compare): {t_lpips:.3f} s for {n} images")
@@ -226,12 +226,12 @@ def reference_nets() -> tuple[Any, Any]:
 
     import lpips
 
-    from colorstudy import metrics
+    from colorstudy import metric_nets
 
-    with metrics._seeded(metrics.RANDOM_BACKBONE_SEED), warnings.catch_warnings():
+    with metric_nets._seeded(metric_nets.RANDOM_BACKBONE_SEED), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         lpips_net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
-    return lpips_net, metrics._fid_inception(None).eval()
+    return lpips_net, metric_nets._fid_inception(None).eval()
 
 
 def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any, truth_features: bool) -> dict[str, np.ndarray]:
@@ -282,13 +282,13 @@ def whole_evaluation(args: argparse.Namespace) -> None:
     import torch
 
     import colorstudy  # noqa: F401  (torchvision shim before lpips)
-    from colorstudy import metrics
+    from colorstudy import metric_nets
     from colorstudy.runtime import make_reproducible
 
     params = eval_params()
     threads = args.eval_threads or int(params.get("num_threads", 1))
     make_reproducible(torch.device("cpu"), threads)  # as stages/evaluate.py runs
-    nets = (metrics.LPIPSMetric(params["lpips_weights"]), metrics.FIDExtractor(params["fid_weights"]))
+    nets = (metric_nets.LPIPSMetric(params["lpips_weights"]), metric_nets.FIDExtractor(params["fid_weights"]))
     ref_nets = reference_nets()
     n, batch_size = args.eval_images, int(params["batch_size"])
     print(f"\nwhole evaluation set per image, {n} flower photos, {threads} thread(s) "

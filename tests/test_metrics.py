@@ -21,7 +21,7 @@ from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import colorstudy  # noqa: F401  (torchvision shim)
-from colorstudy import lab, metrics
+from colorstudy import lab, metric_nets, metrics
 from colorstudy.weights import MissingWeightsError
 
 DATASETS = Path(__file__).resolve().parents[1] / "../shared/datasets"
@@ -330,26 +330,26 @@ def test_registry_describes_every_column(photos, predictions):
 
 
 def test_provenance_accessor_labels_random_backbones():
-    prov = metrics.metric_provenance("random", "random")
+    prov = metric_nets.metric_provenance("random", "random")
     assert prov["lpips"]["weights"] == "random" and prov["fid"]["weights"] == "random"
-    assert prov["lpips"]["seed"] == metrics.RANDOM_BACKBONE_SEED
+    assert prov["lpips"]["seed"] == metric_nets.RANDOM_BACKBONE_SEED
     assert "alex.pth" in prov["lpips"]["linear_heads"]
-    imagenet = metrics.metric_provenance("imagenet", "imagenet")  # describes, never downloads
+    imagenet = metric_nets.metric_provenance("imagenet", "imagenet")  # describes, never downloads
     assert imagenet["fid"]["file"] == "pt_inception-2015-12-05-6726825d.pth"
     assert imagenet["lpips"]["file"] == "alexnet-owt-7be5be79.pth"
     with pytest.raises(ValueError):
-        metrics.metric_provenance("pretrained", "random")
+        metric_nets.metric_provenance("pretrained", "random")
 
 
 # -- backbones: LPIPS, FID ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lpips_random() -> metrics.LPIPSMetric:
-    return metrics.LPIPSMetric("random")
+def lpips_random() -> metric_nets.LPIPSMetric:
+    return metric_nets.LPIPSMetric("random")
 
 
 def test_lpips_random_backbone_is_reproducible(photos, predictions, lpips_random, offline_hub):
-    again = metrics.LPIPSMetric("random")  # offline, empty cache: builds without any download
+    again = metric_nets.LPIPSMetric("random")  # offline, empty cache: builds without any download
     assert not offline_hub.attempts
     a = lpips_random(predictions["shift"], photos)
     b = again(predictions["shift"], photos)
@@ -375,7 +375,7 @@ def test_lpips_batch_equals_the_lpips_package_one_image_at_a_time(photos, predic
 
 def test_lpips_imagenet_missing_weights_fail_clearly(offline_hub):
     with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
-        metrics.LPIPSMetric("imagenet")
+        metric_nets.LPIPSMetric("imagenet")
     assert offline_hub.attempts == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
 
 
@@ -387,7 +387,7 @@ def test_lpips_imagenet_loads_the_cached_file(offline_hub):
     cache = offline_hub.checkpoints
     cache.mkdir(parents=True)
     torch.save(state, cache / "alexnet-owt-7be5be79.pth")
-    net = metrics.LPIPSMetric("imagenet")
+    net = metric_nets.LPIPSMetric("imagenet")
     trunk = net.net.net
     # lpips keeps torchvision's layer index as the module name inside each slice
     torch.testing.assert_close(getattr(trunk.slice1, "0").weight, state["features.0.weight"])
@@ -397,29 +397,29 @@ def test_lpips_imagenet_loads_the_cached_file(offline_hub):
 
 
 @pytest.fixture(scope="module")
-def fid_random() -> metrics.FIDExtractor:
-    return metrics.FIDExtractor("random")
+def fid_random() -> metric_nets.FIDExtractor:
+    return metric_nets.FIDExtractor("random")
 
 
 def test_fid_of_a_set_with_itself_is_zero(photos, predictions, fid_random):
     feats = fid_random.features(photos, batch_size=3)
-    assert feats.shape == (len(photos), metrics.FID_DIMS) and feats.dtype == np.float64
+    assert feats.shape == (len(photos), metric_nets.FID_DIMS) and feats.dtype == np.float64
     assert np.isfinite(feats).all() and feats.std(axis=0).mean() > 1e-4  # the random net is not dead
     scale = np.trace(np.cov(feats, rowvar=False))
-    assert abs(metrics.frechet_distance(feats, feats)) <= 1e-9 * scale
+    assert abs(metric_nets.frechet_distance(feats, feats)) <= 1e-9 * scale
     gray = fid_random.features(predictions["gray"])
-    assert metrics.frechet_distance(gray, feats) > 1e-3 * scale
+    assert metric_nets.frechet_distance(gray, feats) > 1e-3 * scale
     # features from an iterable of batches == from one tensor
     np.testing.assert_allclose(fid_random.features(iter(photos.split(2))), feats, rtol=1e-5, atol=1e-7)
-    assert metrics.fid(predictions["gray"], photos, fid_random) == pytest.approx(
-        metrics.frechet_distance(gray, feats), rel=1e-6)
+    assert metric_nets.fid(predictions["gray"], photos, fid_random) == pytest.approx(
+        metric_nets.frechet_distance(gray, feats), rel=1e-6)
 
 
 def test_fid_features_equal_pytorch_fid_one_image_at_a_time(photos, predictions, fid_random):
     """The batched, channels-last extractor against pytorch-fid's InceptionV3 as it ships
     (NCHW, eager, one image at a time; the same seeded weights): the same pool3 features up
     to float32 summation order."""
-    reference = metrics._fid_inception(None).eval()
+    reference = metric_nets._fid_inception(None).eval()
     u8 = torch.from_numpy(np.stack([_u8(p) for p in predictions["shift"][:3]])).permute(0, 3, 1, 2)
     got = fid_random.features(u8)
     with torch.no_grad():
@@ -429,15 +429,15 @@ def test_fid_features_equal_pytorch_fid_one_image_at_a_time(photos, predictions,
 
 
 def test_fid_random_backbone_is_reproducible(photos, fid_random, offline_hub):
-    again = metrics.FIDExtractor("random")
+    again = metric_nets.FIDExtractor("random")
     assert not offline_hub.attempts
     np.testing.assert_array_equal(again.features(photos[:2]), fid_random.features(photos[:2]))
-    assert again.provenance == {**again.provenance, "weights": "random", "seed": metrics.RANDOM_BACKBONE_SEED}
+    assert again.provenance == {**again.provenance, "weights": "random", "seed": metric_nets.RANDOM_BACKBONE_SEED}
 
 
 def test_fid_imagenet_missing_weights_fail_clearly(offline_hub):
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
-        metrics.FIDExtractor("imagenet")
+        metric_nets.FIDExtractor("imagenet")
 
 
 def test_frechet_distance_matches_pytorch_fid():
@@ -449,14 +449,14 @@ def test_frechet_distance_matches_pytorch_fid():
     a = rng.normal(size=(40, 8)) @ rng.normal(size=(8, 8))
     b = 0.8 * rng.normal(size=(30, 8)) @ rng.normal(size=(8, 8)) + 0.5
     ref = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-    assert metrics.frechet_distance(a, b) == pytest.approx(ref, rel=1e-9)
+    assert metric_nets.frechet_distance(a, b) == pytest.approx(ref, rel=1e-9)
     # N <= D: the covariances are singular; compare with pytorch-fid on the same data
     # seen through an exact rotation into a larger space (the distance is invariant).
     q, _ = np.linalg.qr(rng.normal(size=(64, 64)))
     wide_a, wide_b = a @ q[:8], b @ q[:8]
-    assert metrics.frechet_distance(wide_a, wide_b) == pytest.approx(ref, rel=1e-6)
+    assert metric_nets.frechet_distance(wide_a, wide_b) == pytest.approx(ref, rel=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
-        metrics.frechet_distance(a[:1], b)
+        metric_nets.frechet_distance(a[:1], b)
 
 
 # -- bootstrap ---------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ from tqdm import tqdm
 from colorstudy import checkpoint, lab
 from colorstudy.config import EvaluateParams
 from colorstudy.data.shards import LabShards
-from colorstudy.metrics import (METRICS, FIDExtractor, LPIPSMetric, MetricBatch, bootstrap_ci, compute,
-                               frechet_distance, workload)
+from colorstudy.metric_nets import FIDExtractor, LPIPSMetric, frechet_distance
+from colorstudy.metrics import METRICS, MetricBatch, bootstrap_ci, compute, workload
 from colorstudy.runtime import autocast, inference, resolve_device
 from colorstudy.weights import describe
 

@@ -204,3 +204,15 @@ def to_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
     """sRGB in [0, 1] -> uint8 with rounding (what a saved image file holds)."""
     arr = rgb.detach().cpu().numpy() if isinstance(rgb, torch.Tensor) else rgb
     return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+def as_unit_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Check ``[B, 3, H, W]`` and return float sRGB in [0, 1]: uint8 is divided by
+    255, half precision becomes float32, float32 and float64 are kept."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected sRGB images [B, 3, H, W], got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"expected float sRGB in [0, 1] or uint8, got {images.dtype}")
+    return images if images.dtype in (torch.float32, torch.float64) else images.float()
