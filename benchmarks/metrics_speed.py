@@ -99,7 +99,7 @@ def kernels(args: argparse.Namespace) -> None:
     import torch
 
     import colorstudy  # noqa: F401  (torchvision shim before lpips)
-    from colorstudy import lab, metric_nets, metrics
+    from colorstudy import color_difference, lab, metric_nets, metrics
     from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -118,9 +118,9 @@ def kernels(args: argparse.Namespace) -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}")
 
     # The library's CIEDE2000, alone: compiled on CPU the way metrics compiles it.
-    mean_de2000 = metrics._CompiledOnCPU(lambda lab1, lab2: metrics.delta_e2000(lab1, lab2).mean(dim=(-2, -1)))
+    mean_de2000 = metrics._CompiledOnCPU(lambda lab1, lab2: color_difference.delta_e2000(lab1, lab2).mean(dim=(-2, -1)))
     mean_de2000_rgb = metrics._CompiledOnCPU(
-        lambda p, t: metrics.delta_e2000(lab.rgb_to_lab(t), lab.rgb_to_lab(p)).mean(dim=(-2, -1)))
+        lambda p, t: color_difference.delta_e2000(lab.rgb_to_lab(t), lab.rgb_to_lab(p)).mean(dim=(-2, -1)))
 
     # -- warm-up: torch.compile builds its kernels once per process ------------------
     start = time.perf_counter()
@@ -134,7 +134,7 @@ def kernels(args: argparse.Namespace) -> None:
     sk_lab_pred = [rgb2lab(p) for p in pred_np]
     t_sk, sk_de = best_of(lambda: [deltaE_ciede2000(t, p) for t, p in zip(sk_lab_true, sk_lab_pred)], args.repeats)
     t_ours, ours_mean = best_of(lambda: mean_de2000(lab_true, lab_pred), args.repeats)
-    per_pixel = metrics.delta_e2000(lab_true, lab_pred).numpy()
+    per_pixel = color_difference.delta_e2000(lab_true, lab_pred).numpy()
     sk_de = np.stack(sk_de)
     print("\nCIEDE2000 from Lab (all pixels)")
     print(f"  skimage deltaE_ciede2000, loop over images: {t_sk:7.3f} s")

@@ -21,7 +21,7 @@ from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import colorstudy  # noqa: F401  (torchvision shim)
-from colorstudy import lab, metric_nets, metrics
+from colorstudy import color_difference, intervals, lab, metric_nets, metrics
 from colorstudy.weights import MissingWeightsError
 
 DATASETS = Path(__file__).resolve().parents[1] / "../shared/datasets"
@@ -81,8 +81,8 @@ def _u8(rgb: torch.Tensor) -> np.ndarray:
 def test_ciede2000_matches_skimage_on_every_pixel(photos, predictions, kind):
     pred = predictions[kind]
     lab_true, lab_pred = lab.rgb_to_lab(photos), lab.rgb_to_lab(pred)
-    ours32 = metrics.delta_e2000(lab_true, lab_pred).numpy()  # float32, as the metric runs
-    ours64 = metrics.delta_e2000(lab.rgb_to_lab(photos.double()), lab.rgb_to_lab(pred.double())).numpy()
+    ours32 = color_difference.delta_e2000(lab_true, lab_pred).numpy()  # float32, as the metric runs
+    ours64 = color_difference.delta_e2000(lab.rgb_to_lab(photos.double()), lab.rgb_to_lab(pred.double())).numpy()
     means = metrics.per_image_metrics(pred, photos)["ciede2000"].numpy()
     for i in range(len(photos)):
         # the formula: the same Lab values in, every pixel within 1e-3
@@ -108,7 +108,7 @@ def test_ciede2000_edge_cases_match_skimage():
     lab1 = np.array([p[0] for p in pairs] + list(rng.uniform([0, -128, -128], [100, 127, 127], (500, 3))), float)
     lab2 = np.array([p[1] for p in pairs] + list(rng.uniform([0, -128, -128], [100, 127, 127], (500, 3))), float)
     ref = deltaE_ciede2000(lab1, lab2)
-    ours = metrics.delta_e2000(torch.from_numpy(lab1.T[:, None]), torch.from_numpy(lab2.T[:, None]))[0].numpy()
+    ours = color_difference.delta_e2000(torch.from_numpy(lab1.T[:, None]), torch.from_numpy(lab2.T[:, None]))[0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-9)
 
 
@@ -122,7 +122,7 @@ def test_ciede2000_sharma_reference_values():
              ((2.0776, 0.0795, -1.1350), (0.9033, -0.0636, -0.5514), 0.9082)]
     lab1 = torch.tensor([p[0] for p in pairs], dtype=torch.float64).T[:, None]
     lab2 = torch.tensor([p[1] for p in pairs], dtype=torch.float64).T[:, None]
-    np.testing.assert_allclose(metrics.delta_e2000(lab1, lab2)[0].numpy(), [p[2] for p in pairs], atol=1e-4)
+    np.testing.assert_allclose(color_difference.delta_e2000(lab1, lab2)[0].numpy(), [p[2] for p in pairs], atol=1e-4)
 
 
 def test_delta_e76_matches_skimage(photos, predictions):
@@ -130,7 +130,7 @@ def test_delta_e76_matches_skimage(photos, predictions):
     got = metrics.per_image_metrics(pred, photos)["delta_e76"].numpy()
     for i in range(len(photos)):
         ref = deltaE_cie76(rgb2lab(_hwc64(photos[i])), rgb2lab(_hwc64(pred[i])))
-        per_pixel = metrics.delta_e76(lab.rgb_to_lab(photos[i]), lab.rgb_to_lab(pred[i])).numpy()
+        per_pixel = color_difference.delta_e76(lab.rgb_to_lab(photos[i]), lab.rgb_to_lab(pred[i])).numpy()
         assert np.abs(per_pixel - ref).max() <= 1e-3
         assert abs(got[i] - ref.mean()) <= 1e-4
 
@@ -150,17 +150,17 @@ def test_compile_failure_falls_back_to_eager(photos, predictions, monkeypatch):
             raise RuntimeError("no C++ compiler")
         return run
 
-    wrapped = metrics._CompiledOnCPU(metrics.delta_e2000)
+    wrapped = metrics._CompiledOnCPU(color_difference.delta_e2000)
     monkeypatch.setattr(torch, "compile", broken_compile)
     monkeypatch.setenv("COLORSTUDY_COMPILE", "always")
     lab_true, lab_pred = lab.rgb_to_lab(photos), lab.rgb_to_lab(predictions["shift"])
     with pytest.warns(RuntimeWarning, match="no C.. compiler"):
         got = wrapped(lab_true, lab_pred)
-    torch.testing.assert_close(got, metrics.delta_e2000(lab_true, lab_pred))
+    torch.testing.assert_close(got, color_difference.delta_e2000(lab_true, lab_pred))
     torch.testing.assert_close(wrapped(lab_true, lab_pred), got)  # stays eager, no second warning
     monkeypatch.setenv("COLORSTUDY_COMPILE", "sometimes")
     with pytest.raises(ValueError, match="COLORSTUDY_COMPILE"):
-        metrics._CompiledOnCPU(metrics.delta_e2000)(lab_true, lab_pred)
+        metrics._CompiledOnCPU(color_difference.delta_e2000)(lab_true, lab_pred)
 
 
 @pytest.mark.skipif(os.environ.get("COLORSTUDY_TEST_COMPILE") != "1",
@@ -463,15 +463,15 @@ def test_frechet_distance_matches_pytorch_fid():
 
 def test_bootstrap_ci_contains_the_mean_and_is_seeded():
     values = np.random.default_rng(0).gamma(2.0, 3.0, size=200)
-    mean, low, high = metrics.bootstrap_ci(values, n_resamples=2000, seed=7)
+    mean, low, high = intervals.bootstrap_ci(values, n_resamples=2000, seed=7)
     assert mean == pytest.approx(values.mean())
     assert low < mean < high
     assert high - low < 4 * values.std() / math.sqrt(len(values)) * 1.96
-    assert metrics.bootstrap_ci(values, n_resamples=2000, seed=7) == (mean, low, high)
-    assert metrics.bootstrap_ci(values, n_resamples=2000, seed=8) != (mean, low, high)
-    wider = metrics.bootstrap_ci(values, n_resamples=2000, seed=7, confidence=0.99)
+    assert intervals.bootstrap_ci(values, n_resamples=2000, seed=7) == (mean, low, high)
+    assert intervals.bootstrap_ci(values, n_resamples=2000, seed=8) != (mean, low, high)
+    wider = intervals.bootstrap_ci(values, n_resamples=2000, seed=7, confidence=0.99)
     assert wider[1] <= low and wider[2] >= high
-    assert metrics.bootstrap_ci(torch.tensor(values), n_resamples=2000, seed=7) == (mean, low, high)
+    assert intervals.bootstrap_ci(torch.tensor(values), n_resamples=2000, seed=7) == (mean, low, high)
 
 
 def test_bootstrap_by_photo_does_not_narrow_with_crops():
@@ -480,32 +480,32 @@ def test_bootstrap_by_photo_does_not_narrow_with_crops():
     photo_means = np.array([18.9, 14.2])  # A's PSNR on the two sample test photos, in the issue
     crops = np.repeat(photo_means, 48) + rng.normal(0, 0.3, 96)
     groups = np.repeat(["chelsea", "coffee"], 48)
-    naive = metrics.bootstrap_ci(crops, n_resamples=2000, seed=1)
-    by_photo = metrics.bootstrap_ci(crops, n_resamples=2000, seed=1, groups=groups)
+    naive = intervals.bootstrap_ci(crops, n_resamples=2000, seed=1)
+    by_photo = intervals.bootstrap_ci(crops, n_resamples=2000, seed=1, groups=groups)
     assert by_photo[0] == pytest.approx(naive[0])
     assert (by_photo[2] - by_photo[1]) > 3 * (naive[2] - naive[1])
     # a draw of the same photo twice is in it: the interval reaches both photos' own means
     assert by_photo[1] == pytest.approx(crops[48:].mean()) and by_photo[2] == pytest.approx(crops[:48].mean())
     # more crops of the same two photos do not make it narrower
     many = np.repeat(photo_means, 100) + rng.normal(0, 0.3, 200)
-    wide = metrics.bootstrap_ci(many, n_resamples=2000, seed=1, groups=np.repeat(["chelsea", "coffee"], 100))
+    wide = intervals.bootstrap_ci(many, n_resamples=2000, seed=1, groups=np.repeat(["chelsea", "coffee"], 100))
     assert (wide[2] - wide[1]) > 0.8 * (by_photo[2] - by_photo[1])
     # one image per group is the plain bootstrap, draw for draw
     values = rng.normal(size=50)
-    assert metrics.bootstrap_ci(values, 500, 3, groups=np.arange(50)) == pytest.approx(
-        metrics.bootstrap_ci(values, 500, 3), rel=1e-12)
+    assert intervals.bootstrap_ci(values, 500, 3, groups=np.arange(50)) == pytest.approx(
+        intervals.bootstrap_ci(values, 500, 3), rel=1e-12)
     with pytest.raises(ValueError, match="group labels"):
-        metrics.bootstrap_ci(values, 500, 3, groups=np.arange(49))
+        intervals.bootstrap_ci(values, 500, 3, groups=np.arange(49))
 
 
 def test_bootstrap_ci_edge_cases():
-    assert metrics.bootstrap_ci([3.0, 3.0, 3.0], n_resamples=100, seed=0) == (3.0, 3.0, 3.0)
-    assert metrics.bootstrap_ci([2.5], n_resamples=100, seed=0) == (2.5, 2.5, 2.5)
-    mean, low, high = metrics.bootstrap_ci([30.0, 31.0, math.inf, 29.0], n_resamples=500, seed=0)
+    assert intervals.bootstrap_ci([3.0, 3.0, 3.0], n_resamples=100, seed=0) == (3.0, 3.0, 3.0)
+    assert intervals.bootstrap_ci([2.5], n_resamples=100, seed=0) == (2.5, 2.5, 2.5)
+    mean, low, high = intervals.bootstrap_ci([30.0, 31.0, math.inf, 29.0], n_resamples=500, seed=0)
     assert mean == math.inf and high == math.inf and low <= high
     with pytest.raises(ValueError, match="NaN"):
-        metrics.bootstrap_ci([1.0, float("nan")])
+        intervals.bootstrap_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match=r"\+inf and -inf"):
-        metrics.bootstrap_ci([math.inf, -math.inf])
+        intervals.bootstrap_ci([math.inf, -math.inf])
     with pytest.raises(ValueError, match="no values"):
-        metrics.bootstrap_ci([])
+        intervals.bootstrap_ci([])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from colorstudy.metrics import bootstrap_ci
+from colorstudy.intervals import bootstrap_ci
 from colorstudy.paired import paired_difference, tied_with
 
 BOOT = {"n_resamples": 2000, "seed": 0}

@@ -48,7 +48,8 @@ from colorstudy import checkpoint, lab
 from colorstudy.config import EvaluateParams
 from colorstudy.data.shards import LabShards
 from colorstudy.metric_nets import FIDExtractor, LPIPSMetric, frechet_distance
-from colorstudy.metrics import METRICS, MetricBatch, bootstrap_ci, compute, workload
+from colorstudy.intervals import bootstrap_ci
+from colorstudy.metrics import METRICS, MetricBatch, compute, workload
 from colorstudy.runtime import autocast, inference, resolve_device
 from colorstudy.weights import describe
 

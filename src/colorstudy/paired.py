@@ -4,7 +4,7 @@ Every model, and the grayscale baseline, is scored on the very same photos, so t
 question "is A better than B?" is about the per-image difference ``A - B``, whose
 interval is much narrower than the two marginal intervals side by side (the photo's
 own difficulty cancels). The interval is the cluster bootstrap of
-:func:`colorstudy.metrics.bootstrap_ci` over source photos: crops of one photo are
+:func:`colorstudy.intervals.bootstrap_ci` over source photos: crops of one photo are
 one sample, so a test set of two photos cannot make a difference look certain.
 
 A difference is *distinguishable* when its 95% interval excludes 0. Where it does
@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from colorstudy.metrics import bootstrap_ci
+from colorstudy.intervals import bootstrap_ci
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ from colorstudy import lab
 from colorstudy.config import DataParams, EvaluateParams, ReportParams, section
 from colorstudy.data.shards import LabShards
 from colorstudy.evaluate import BASELINE, METRICS_FILE, round_sig
-from colorstudy.metrics import METRICS, bootstrap_ci, colorfulness
+from colorstudy.intervals import bootstrap_ci
+from colorstudy.metrics import METRICS, colorfulness
 from colorstudy.paired import paired_difference, tied_with
 from colorstudy.report.document import Doc
 from colorstudy.report.figures import (
