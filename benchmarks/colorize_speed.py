@@ -86,7 +86,8 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     from PIL import Image
 
     from colorstudy import checkpoint
-    from colorstudy.colorize import colorize_paths, load_colorizer, open_photo, save_image
+    from colorstudy.colorize import load_colorizer, open_photo
+    from colorstudy.colorize_files import colorize_paths, save_image
     from colorstudy.models import build_generator
 
     if args.threads:

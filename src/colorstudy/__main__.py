@@ -36,7 +36,8 @@ def _positive_int(text: str) -> int:
 
 
 def _add_colorize(commands: argparse._SubParsersAction) -> None:
-    from colorstudy.colorize import DEFAULT_MODELS_DIR, FORMAT_SUFFIX
+    from colorstudy.colorize import DEFAULT_MODELS_DIR
+    from colorstudy.colorize_files import FORMAT_SUFFIX
 
     p = commands.add_parser(
         "colorize", help="colorize black-and-white photos with a trained model",
@@ -72,7 +73,8 @@ def _add_colorize(commands: argparse._SubParsersAction) -> None:
 
 
 def _colorize(args: argparse.Namespace) -> int:
-    from colorstudy.colorize import ColorizeError, colorize_paths, load_colorizer
+    from colorstudy.colorize import ColorizeError, load_colorizer
+    from colorstudy.colorize_files import colorize_paths
 
     try:
         colorizer = load_colorizer(args.model, device=args.device, models_dir=args.models_dir, size=args.size)
