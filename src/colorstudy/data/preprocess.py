@@ -183,6 +183,16 @@ def preprocess(
         for w in writers.values():
             w.close()
 
+    _move_into_place(staging, out_dir, rows, splits, writers, params)
+    manifest = _write_manifest(out_dir, rows, params)
+    rejects = pd.DataFrame(dropped, columns=["path", "reason", "detail"])
+    rejects.to_csv(out_dir / REJECTS, index=False)
+    return _stage_metrics(len(sources), manifest, rejects, params.image_size, workers if pool else 1,
+                          time.perf_counter() - start)
+
+
+def _move_into_place(staging: Path, out_dir: Path, rows: list[dict[str, Any]], splits: SplitAssigner,
+                     writers: dict[str, ShardWriter], params: DataParams) -> None:
     final = [splits.split_of(r["group"]) for r in rows]
     if any(f != r["split"] for f, r in zip(final, rows)):
         _rebuild(staging, out_dir, rows, final, params)
@@ -192,26 +202,25 @@ def preprocess(
                 os.replace(staging / name, out_dir / name)
     shutil.rmtree(staging)
 
-    manifest = _write_manifest(out_dir, rows, params)
-    rejects = pd.DataFrame(dropped, columns=["path", "reason", "detail"])
-    rejects.to_csv(out_dir / REJECTS, index=False)
-    seconds = time.perf_counter() - start
+
+def _stage_metrics(n_sources: int, manifest: pd.DataFrame, rejects: pd.DataFrame, image_size: int, workers: int,
+                   seconds: float) -> dict[str, Any]:
     failed = rejects[~rejects["reason"].isin(["grayscale", "monochrome", "duplicate"])]
     kept = {s: int((manifest["split"] == s).sum()) for s in SPLITS}
     n_colorless = int((rejects["reason"].isin(["grayscale", "monochrome"])).sum())
     return {
-        "sources": len(sources),
+        "sources": n_sources,
         "kept": {**kept, "total": len(manifest)},
         "rejected": {"total": len(failed), "by_reason": dict(sorted(Counter(failed["reason"]).items()))},
         "grayscale_excluded": int((rejects["reason"] == "grayscale").sum()),
         "monochrome_excluded": int((rejects["reason"] == "monochrome").sum()),
         "duplicates_removed": int((rejects["reason"] == "duplicate").sum()),
-        "image_size": params.image_size,
+        "image_size": image_size,
         # how this machine did, not what the data is: the stage logs it outside the metrics
         "timing": {
-            "workers": workers if pool else 1,
+            "workers": workers,
             "seconds": round(seconds, 3),
-            "files_per_s": round(len(sources) / seconds, 1),
+            "files_per_s": round(n_sources / seconds, 1),
             "images_per_s": round((len(manifest) + n_colorless) / seconds, 1),  # crops made, kept or not
         },
     }
