@@ -223,7 +223,7 @@ def test_stage_script(inputs, tmp_path, monkeypatch):
 
 def test_perceptual_share_is_the_weighted_terms_ratio(tmp_path):
     from colorstudy.report.inputs import read_curves
-    from colorstudy.report.sections import _perceptual_share
+    from colorstudy.report.phrases import perceptual_share as _perceptual_share
 
     for name, value in {"train/l1": 9.0, "train/perceptual": 0.5, "train/adversarial": 0.5,
                         "train/discriminator": 7.0}.items():

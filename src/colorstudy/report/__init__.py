@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from colorstudy import lab
@@ -66,7 +67,7 @@ from colorstudy.report.outputs import (
 )
 from colorstudy.report.ranking import formula_text, rank_models, ranking_metrics
 from colorstudy.report.reference import differing_params
-from colorstudy.report.sections import document
+from colorstudy.report.sections import ReportInputs, document
 
 
 @dataclass
@@ -125,7 +126,38 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                                    for i, per in versus.items()}}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig_dir = out_dir / FIGURES
+    figures = draw_figures(out_dir / FIGURES, report_params, models, rows, metrics, ids, test_ids, gray_u8, truth_u8,
+                           train_dir)
+
+    data_params = dataclasses.replace(data_params, image_size=shards.image_size)  # what the shards hold
+    n_photos = int(shards.rows("test")["group"].nunique())
+    doc = document(ReportInputs(params, data_params, eval_params, report_params, models, baseline, metrics, ranking,
+                                ranks, dropped, truth_cf_ci, n, n_photos, figures.grid_indices, figures.examples,
+                                figures.curves, missing, stale, preprocess_json, out_dir, versus, train_dir))
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(doc.markdown(), encoding="utf-8")
+    html_path.write_text(doc.html(out_dir, "Colorization study report"), encoding="utf-8")
+    (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_comparison(out_dir, rows, metrics)
+    write_summary(out_dir / SUMMARY, models, baseline, ranking, headline_metrics(rows, metrics))
+    write_plot_data(out_dir / PLOTS, models, baseline, figures.logs)
+    return ReportFiles(md_path, html_path, ranking, figures.paths)
+
+
+@dataclass
+class Figures:
+    paths: list[Path]  # every file written
+    grid_indices: list[int]  # test images in the comparison grid
+    examples: dict[str, Path]  # per model, its best/worst examples figure
+    curves: list[tuple[str, Path]]  # (caption, path) of the training-curve figures
+    logs: dict[str, dict[str, pd.DataFrame]]  # per model, its dvclive curves
+
+
+def draw_figures(fig_dir: Path, report_params: ReportParams, models: list[ModelResult], rows: list[ModelResult],
+                 metrics: list[str], ids: list[str], test_ids: list[str], gray_u8: np.ndarray, truth_u8: np.ndarray,
+                 train_dir: Path) -> Figures:
+    """The comparison grid, best/worst examples, metric bars and training curves."""
+    n = len(test_ids)
     clear_outputs(fig_dir, "*.png", "*.jpg")
     figures: list[Path] = []
     colors = model_colors(ids)
@@ -168,20 +200,7 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                 curves_figure(path, train_names, curves, colors)
                 curve_figures.append(("training losses per epoch (weighted terms)", path))
             figures += [p for _, p in curve_figures]
-
-    data_params = dataclasses.replace(data_params, image_size=shards.image_size)  # what the shards hold
-    n_photos = int(shards.rows("test")["group"].nunique())
-    doc = document(params, data_params, eval_params, report_params, models, baseline, metrics,
-                    ranking, ranks, dropped, truth_cf_ci, n, n_photos, indices, examples, curve_figures, missing,
-                    stale, preprocess_json, out_dir, versus, train_dir)
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(doc.markdown(), encoding="utf-8")
-    html_path.write_text(doc.html(out_dir, "Colorization study report"), encoding="utf-8")
-    (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_comparison(out_dir, rows, metrics)
-    write_summary(out_dir / SUMMARY, models, baseline, ranking, headline_metrics(rows, metrics))
-    write_plot_data(out_dir / PLOTS, models, baseline, curves)
-    return ReportFiles(md_path, html_path, ranking, figures)
+    return Figures(figures, indices, examples, curve_figures, curves)
 
 
 __all__ = ["Doc", "ModelResult", "ReportError", "ReportFiles", "build_report", "differing_params", "rank_models",

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from colorstudy.config import DataParams, EvaluateParams, ReportParams
 from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
 from colorstudy.metrics import METRICS
+from colorstudy.paired import PairedDifference
 from colorstudy.weights import RANDOM_NOTE
 
 ARROWS = {"higher": "↑", "lower": "↓"}
@@ -33,6 +35,50 @@ class ModelResult:
     summary: dict[str, Any]
     per_image: pd.DataFrame
     rgb: np.ndarray  # uint8 [N, H, W, 3]
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report's text is made from, gathered once by ``build_report``."""
+
+    params: dict[str, Any]
+    data: DataParams
+    eval_params: EvaluateParams
+    report_params: ReportParams
+    models: list[ModelResult]
+    baseline: ModelResult
+    metrics: list[str]
+    ranking: dict[str, Any]
+    ranks: pd.DataFrame
+    dropped: list[str]
+    truth_cf: tuple[float, float, float]
+    n: int
+    n_photos: int
+    grid_indices: list[int]
+    examples: dict[str, Path]
+    curve_figures: list[tuple[str, Path]]
+    missing: list[str]
+    stale: list[str]
+    preprocess_json: Path
+    out_dir: Path
+    versus: dict[str, dict[str, PairedDifference]]
+    train_dir: Path
+
+    @property
+    def rows(self) -> list[ModelResult]:
+        """The models and the baseline: every row of a table."""
+        return [*self.models, self.baseline]
+
+    @property
+    def lpips_label(self) -> str:
+        return backbone_label(self.rows, "lpips")
+
+    @property
+    def fid_label(self) -> str:
+        return backbone_label(self.rows, "fid")
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.out_dir).as_posix()
 
 
 def study_order(params: dict[str, Any], eval_dir: Path) -> tuple[list[str], list[str], list[str]]:
