@@ -103,6 +103,10 @@ def parse(cls: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
         raise ParamsError(f"{where}: {e}") from e
 
 
+# Where a backbone's weights come from: the ImageNet file in the torch hub cache, or a
+# seeded random init (then every report says so next to the number).
+WeightsChoice = Literal["imagenet", "random"]
+
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
 
@@ -180,7 +184,7 @@ class LossWeights:
 class PerceptualParams:
     """``perceptual``: the VGG16 feature loss."""
 
-    weights: Literal["imagenet", "random"] = "random"
+    weights: WeightsChoice = "random"
     layers: list[str] = dataclasses.field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_3"])
 
 
@@ -262,8 +266,8 @@ class EvaluateParams:
     """``evaluate``: metrics on the test split."""
 
     batch_size: int = 32
-    lpips_weights: Literal["imagenet", "random"] = "random"
-    fid_weights: Literal["imagenet", "random"] = "random"
+    lpips_weights: WeightsChoice = "random"
+    fid_weights: WeightsChoice = "random"
     bootstrap: int = 1000
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N

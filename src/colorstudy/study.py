@@ -81,14 +81,9 @@ def validate_params(params: dict[str, Any]) -> None:
 
 def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str, Any]:
     """Generator arguments the study derives from the data and train sections."""
-    kwargs: dict[str, Any] = {"width": width}
-    halvings = (image_size & -image_size).bit_length() - 1  # times 2 divides the size
-    if generator == "unet":
-        # pix2pix downsamples to 1x1: 8 levels at 256 px, fewer for smaller images.
-        kwargs["depth"] = min(8, halvings)
-    elif generator == "resnet_unet":
-        kwargs["depth"] = min(5, halvings)
-    return kwargs
+    from colorstudy.models import GENERATORS
+
+    return {"width": width, **GENERATORS[generator].arguments_for(image_size)}
 
 
 def resolve_model(params: dict[str, Any], model_id: str) -> dict[str, Any]:

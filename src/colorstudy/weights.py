@@ -13,11 +13,10 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-WeightsChoice = Literal["imagenet", "random"]
 WEIGHT_CHOICES: tuple[str, ...] = ("imagenet", "random")
 RANDOM_NOTE = "random init (not comparable to published numbers)"
 # Seeds every `random` backbone (perceptual VGG16, LPIPS AlexNet, FID Inception), so a

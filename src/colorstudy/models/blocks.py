@@ -35,6 +35,11 @@ def init_pix2pix(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def halvings(image_size: int) -> int:
+    """How many times 2 divides ``image_size``: the downsamplings an image of it allows."""
+    return (image_size & -image_size).bit_length() - 1
+
+
 class Generator(nn.Module):
     """Normalized L ``[B,1,H,W]`` -> normalized ab ``[B,2,H,W]`` in (-1, 1).
 
@@ -46,6 +51,12 @@ class Generator(nn.Module):
 
     stride: int
     provenance: dict[str, Any]
+
+    @staticmethod
+    def arguments_for(image_size: int) -> dict[str, Any]:
+        """Arguments this architecture takes from the image size (registry metadata: the
+        study passes them to every model of this kind unless ``models.<id>.arch`` says otherwise)."""
+        return {}
 
     def __init__(self, stride: int, weights: str, provenance: dict[str, Any] | None = None) -> None:
         super().__init__()

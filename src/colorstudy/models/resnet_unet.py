@@ -10,11 +10,13 @@ full-resolution skip is L itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from colorstudy import weights as backbone_weights
-from colorstudy.models.blocks import Generator, UpBlock, imagenet_input, init_pix2pix, require_positive
+from colorstudy.models.blocks import Generator, UpBlock, halvings, imagenet_input, init_pix2pix, require_positive
 
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)  # resnet34 stem, layer1..layer4, at stride 2, 4, ..., 32
 
@@ -28,6 +30,10 @@ class ResNetUNet(Generator):
     With random weights the encoder keeps torchvision's (Kaiming) init, the one a
     ResNet is designed for; the decoder gets pix2pix's.
     """
+
+    @staticmethod
+    def arguments_for(image_size: int) -> dict[str, Any]:
+        return {"depth": min(5, halvings(image_size))}  # ResNet-34's five stages, fewer for small images
 
     def __init__(self, width: int = 64, weights: str = "random", depth: int = 5) -> None:
         require_positive("resnet_unet", width=width, depth=depth)

@@ -8,10 +8,12 @@ concatenates the encoder feature of the same resolution, about 54 M parameters w
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from colorstudy.models.blocks import Generator, init_pix2pix, require_positive
+from colorstudy.models.blocks import Generator, halvings, init_pix2pix, require_positive
 
 DROPOUT_BLOCKS = 3  # innermost decoder blocks with dropout, the pix2pix noise source
 
@@ -26,6 +28,11 @@ class UNet(Generator):
     innermost blocks, as the paper's decoder (CD512-CD1024-CD1024-C1024...); the
     outermost up block maps straight to ab.
     """
+
+    @staticmethod
+    def arguments_for(image_size: int) -> dict[str, Any]:
+        # pix2pix downsamples to 1x1: 8 levels at 256 px, fewer for smaller images.
+        return {"depth": min(8, halvings(image_size))}
 
     def __init__(self, width: int = 64, weights: str = "random", depth: int = 8) -> None:
         require_positive("unet", width=width, depth=depth)
