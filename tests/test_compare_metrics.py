@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS,
+from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS, TRAINED_ON,
                                 Comparison, Metrics, compare_runs, flatten_metrics, is_compared, load_metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,36 @@ def test_trained_metric_within_one_half_width(committed, lock, widths, passes):
         assert len(result.failed) == 1
         assert EVAL in result.reasons()[0] and "psnr.mean" in result.reasons()[0]
         assert f"allowed {TOLERANCE_HALF_WIDTHS:g}" in result.reasons()[0]
+
+
+def trained_on(metrics: dict[str, Metrics], kind: str) -> dict[str, Metrics]:
+    out = copy.deepcopy(metrics)
+    for path, values in out.items():
+        if path.startswith("reports/eval/") and path != BASELINE:
+            values[TRAINED_ON] = kind
+    return out
+
+
+def test_models_trained_on_another_machine_kind_are_shown_not_judged(committed, lock):
+    """Measured: the default run trained on another CPU kind moved up to 27 half-widths."""
+    here, there = trained_on(committed, "AMD EPYC, AVX2 kernels"), trained_on(committed, "Xeon, AVX512 kernels")
+    far = committed[EVAL]["psnr.mean"] + 27 * half_width(committed, EVAL, "psnr")
+    result = compare_runs(there, changed(here, EVAL, "psnr.mean", far), lock, lock)
+    assert result.passed, result.reasons()
+    moved = row(result, EVAL, "psnr.mean")
+    assert (moved.rule, moved.status, moved.allowed) == ("other_machine", "moved", "other machine")
+    assert row(result, EVAL, TRAINED_ON).status == "moved"
+    assert "1 moved on another machine kind (not judged)" in result.summary()
+    assert ("AMD EPYC, AVX2 kernels here, Xeon, AVX512 kernels committed" in result.summary()
+            and "shown, not judged" in result.summary())
+    # the same move on the same kind of machine fails, and what must hold everywhere still does
+    assert not compare_runs(here, changed(here, EVAL, "psnr.mean", far), lock, lock).passed
+    inverted = changed(here, EVAL, "ssim.ci95_low", committed[EVAL]["ssim.ci95_high"] + 1)
+    assert [r.metric for r in compare_runs(there, inverted, lock, lock).failed] == ["ssim.ci95_low"]
+    other_backbone = changed(here, EVAL, "provenance.lpips", "alexnet: pretrained")
+    assert [r.metric for r in compare_runs(there, other_backbone, lock, lock).failed] == ["provenance.lpips"]
+    baseline = changed(here, BASELINE, "ssim.mean", committed[BASELINE]["ssim.mean"] * 1.01)
+    assert [r.metric for r in compare_runs(there, baseline, lock, lock).failed] == ["ssim.mean"]
 
 
 def test_inverted_interval_fails(committed, lock):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from colorstudy.config import EvaluateParams, ParamsError, TrainParams, parse
-from colorstudy.runtime import resolve_device
+from colorstudy.runtime import machine_kind, resolve_device
 
 
 @pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:7"])
@@ -42,3 +42,15 @@ def test_no_gpu_is_an_error_not_a_quiet_cpu_run(monkeypatch):
     for name in ("cuda", "cuda:0"):
         with pytest.raises(RuntimeError, match=rf"device `{name}` was asked for but torch sees no GPU"):
             resolve_device(name)
+
+
+def test_the_machine_kind_names_what_a_float32_run_rounds_with():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kind = machine_kind(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert f"{torch.backends.cpu.get_cpu_capability()} kernels" in kind
+    assert kind.endswith(f"1 thread(s), torch {torch.__version__}")
+    assert not kind.startswith(",")  # some CPU name, whatever the machine

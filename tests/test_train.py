@@ -15,6 +15,7 @@ from colorstudy import checkpoint
 from colorstudy.losses import L1Loss
 from colorstudy.study import read_run_spec, resolve_model, write_run_spec
 from colorstudy.objective import NonFiniteLossError
+from colorstudy.runtime import machine_kind
 from colorstudy.train import train_model
 from colorstudy.weights import MissingWeightsError
 
@@ -48,6 +49,7 @@ def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_par
     assert payload["architecture"] == "unet" and payload["arch_kwargs"] == {"width": 8, "depth": 5}
     assert payload["run"]["terms"] == {"l1": 100.0} and payload["epoch"] == summary["selected_epoch"]
     assert payload["opt_g"]["state"] and payload["provenance"] == {"generator": {}}
+    assert payload["trained_on"] == machine_kind(torch.device("cpu"))  # what a comparison of runs keys on
     assert (tmp_path / "logs" / "plots" / "metrics" / "val" / "ab_l1.tsv").exists()
 
 

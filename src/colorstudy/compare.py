@@ -10,7 +10,10 @@ earns:
 * data outputs in ``dvc.lock``: byte-identical (equal md5);
 * deterministic metrics (preprocess counts, the grayscale baseline's evaluation and
   headline row): relative 1e-4;
-* trained models' test metrics with a bootstrap CI: one committed CI half-width;
+* trained models' test metrics with a bootstrap CI: one committed CI half-width, when
+  the model was trained on the same kind of machine (CPU model, SIMD kernels, threads,
+  torch: ``checkpoint.trained_on``) as the committed one; trained on another kind, they
+  are shown, not judged (measured: a default run moved up to 27 half-widths there);
 * other trained-model values (fid, colorfulness, selected epoch, rank): shown when they
   move, never failing; a value or file missing on either side always fails.
 
@@ -32,7 +35,7 @@ from typing import Any, Literal
 Value = int | float | str  # what dvc keeps of a metrics file (bool is an int)
 Metrics = dict[str, Value]  # one file, flattened to dotted names: {"psnr.mean": 16.5}
 Status = Literal["ok", "moved", "FAIL"]
-Rule = Literal["data", "deterministic", "interval", "informational", "presence"]
+Rule = Literal["data", "deterministic", "interval", "other_machine", "informational", "presence"]
 
 # download and preprocess involve no training: they are byte-identical on every machine
 # (exact float32 Lab, no SIMD-dependent kernels), so any md5 change is a real change of
@@ -57,6 +60,14 @@ EVAL_EXACT_KEYS = ("n_images", "n_photos")
 # against a full `bash .ci/run` with torch, oneDNN, MKL and numpy held to AVX2: every
 # error metric moved at most 0.46 half-widths (LPIPS; PSNR 0.14, CIEDE2000 0.28).
 TOLERANCE_HALF_WIDTHS = 1.0
+# ...but only between models trained on the same kind of machine. Across kinds the
+# interval rule does not hold: the committed default run (Xeon, AVX-512) rerun on an
+# AVX2-only AMD EPYC moved 37 of its values by 1-27 half-widths (densenet's CIEDE2000
+# 14.5 -> 18.4), because 4 epochs on 4 photos amplify the first rounding difference into
+# another training trajectory. No tolerance both holds there and still means anything,
+# so such a model's metrics are shown and counted apart, never judged; what must match
+# everywhere (data, baseline, presence, provenance, interval sanity) still fails.
+TRAINED_ON = "checkpoint.trained_on"
 INTERVAL_FIELDS = ("mean", "ci95_low", "ci95_high")
 # Not errors against the truth but a description of the output: its interval only says
 # how alike the outputs are (near-gray models: ±0.007), while the value follows the
@@ -130,16 +141,29 @@ class Comparison:
         return [f"FAIL {r.reason}" for r in self.failed]
 
     def summary(self) -> str:
-        metrics = [r for r in self.rows if r.rule in ("deterministic", "interval", "informational")]
+        metrics = [r for r in self.rows if r.rule in ("deterministic", "interval", "other_machine", "informational")]
         data = [r for r in self.rows if r.rule == "data"]
         other = sum(r.status == "FAIL" for r in self.rows if r.rule == "presence")
         line = (f"{len(metrics)} metrics compared: "
                 f"{sum(r.status == 'ok' for r in metrics)} identical, "
-                f"{sum(r.status == 'moved' and r.rule != 'informational' for r in metrics)} within tolerance, "
+                f"{sum(r.status == 'moved' and r.rule in ('interval', 'deterministic') for r in metrics)} "
+                f"within tolerance, "
+                f"{sum(r.status == 'moved' and r.rule == 'other_machine' for r in metrics)} moved on another "
+                f"machine kind (not judged), "
                 f"{sum(r.status == 'moved' and r.rule == 'informational' for r in metrics)} informational moved, "
                 f"{sum(r.status == 'FAIL' for r in metrics)} failed; "
                 f"{sum(r.status == 'ok' for r in data)} of {len(data)} data outputs byte-identical")
-        return line + (f"; {other} missing files or stages" if other else "")
+        line += f"; {other} missing files or stages" if other else ""
+        kinds: dict[tuple[str, str], int] = {}
+        for r in self.rows:
+            if r.metric == TRAINED_ON and r.committed != r.reproduced:
+                pair = (str(r.committed), str(r.reproduced))
+                kinds[pair] = kinds.get(pair, 0) + 1
+        for (committed, reproduced), n in sorted(kinds.items()):
+            line += (f"\n{n} trained model(s) are from another kind of machine than the committed run "
+                     f"({reproduced} here, {committed} committed): bitwise-repeatable training holds on one "
+                     f"kind only, so their test metrics were shown, not judged")
+        return line
 
 
 def compare_runs(committed: dict[str, Metrics], reproduced: dict[str, Metrics],
@@ -152,7 +176,8 @@ def compare_runs(committed: dict[str, Metrics], reproduced: dict[str, Metrics],
         if not old or not new:
             rows.append(_missing_file(path, old, new))
             continue
-        rows += [_compare_metric(path, name, old, new) for name in sorted(old.keys() | new.keys())]
+        same_machine = old.get(TRAINED_ON) == new.get(TRAINED_ON)
+        rows += [_compare_metric(path, name, old, new, same_machine) for name in sorted(old.keys() | new.keys())]
     if not committed and not reproduced:
         rows.append(Row("", "", None, None, "", "presence", "FAIL", NOTHING_COMPARED))
     return Comparison(rows)
@@ -215,17 +240,20 @@ def _missing_file(path: str, old: Metrics | None, new: Metrics | None) -> Row:
                "present", "presence", "FAIL", reason)
 
 
-def _compare_metric(path: str, name: str, old: Metrics, new: Metrics) -> Row:
+def _compare_metric(path: str, name: str, old: Metrics, new: Metrics, same_machine: bool = True) -> Row:
     a, b = old.get(name), new.get(name)
     rule, tolerance = _rule(path, name, old)
+    if rule == "interval" and not same_machine:
+        rule, tolerance = "other_machine", math.inf
     allowed = {"deterministic": f"rel {DETERMINISTIC_REL_TOL:g}" if _is_float_pair(a, b) else "exact",
-               "interval": f"±{tolerance:.3g}", "informational": "info"}[rule]
+               "interval": f"±{tolerance:.3g}", "other_machine": "other machine",
+               "informational": "info"}[rule]
     row = Row(path, name, a, b, allowed, rule, "ok")
     if a is None or b is None:
         return _fail(row, f"{name} is missing now" if b is None else f"{name} is new (not in the committed run)")
     if rule == "informational":
         return row if a == b else _moved(row)
-    if rule == "interval":
+    if rule in ("interval", "other_machine"):
         return _compare_interval(row, new, tolerance)
     if _is_float_pair(a, b):
         if a == b:
@@ -266,7 +294,7 @@ def _rule(path: str, name: str, committed: Metrics) -> tuple[Rule, float]:
     if EVAL_METRICS.fullmatch(path):
         stem = name.rsplit(".", 1)[0]
         low, high = committed.get(f"{stem}.ci95_low"), committed.get(f"{stem}.ci95_high")
-        if stem in DESCRIPTIVE_METRICS:
+        if stem in DESCRIPTIVE_METRICS or name == TRAINED_ON:
             return "informational", math.inf
         if leaf in INTERVAL_FIELDS and _is_number(low) and _is_number(high):
             return "interval", TOLERANCE_HALF_WIDTHS * abs(high - low) / 2

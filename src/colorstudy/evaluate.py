@@ -234,7 +234,9 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
                                  "epoch": int(payload.get("epoch", 0)),
                                  # the run's length: "epoch 1 of 4" says more than "epoch 1"
                                  "epochs": int(((payload.get("run") or {}).get("train") or {}).get("epochs", -1)),
-                                 "select": str((payload.get("selected") or {}).get("criterion", "?"))}
+                                 "select": str((payload.get("selected") or {}).get("criterion", "?")),
+                                 # which machine kind's rounding the weights carry: runs compare on it
+                                 "trained_on": str(payload.get("trained_on", "not recorded"))}
     summary["aggregation"] = (f"mean over the {n} test images; percentile bootstrap 95% CI over the {n_photos} "
                               f"source photos, crops of a photo drawn together ({params.bootstrap} resamples, "
                               f"seed {params.seed}); fid per set")

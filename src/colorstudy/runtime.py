@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -50,6 +52,37 @@ def make_reproducible(device: torch.device, num_threads: int) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def machine_kind(device: torch.device) -> str:
+    """The hardware and kernels a float32 run's rounding depends on, as one line.
+
+    Training is bitwise repeatable on one kind of machine only: another CPU model or
+    SIMD width takes other rounding paths, and a small study amplifies them into other
+    weights. Checkpoints carry this line so that a comparison of two runs knows whether
+    their trained models can be expected to agree (see :mod:`colorstudy.compare`).
+    """
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, torch {torch.__version__}"
+    return (f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels, "
+            f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+
+
+def cpu_model() -> str:
+    """``AMD EPYC (family 25, model 17)``: a hypervisor may hide the marketing name, so
+    the family and model numbers are what tell one CPU generation from another."""
+    fields: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first processor describes them all
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:

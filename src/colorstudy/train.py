@@ -26,7 +26,7 @@ from colorstudy.data.shards import LabShards
 from colorstudy.distributed import ProcessGroup, barrier, start, stop, sum_over_ranks, unwrap, wrap_generator
 from colorstudy.lab import AB_SCALE
 from colorstudy.objective import Objective, build_objective, discriminator_step, generator_step
-from colorstudy.runtime import autocast, inference, make_reproducible
+from colorstudy.runtime import autocast, inference, machine_kind, make_reproducible
 
 MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
 MAX_SHIFT = 0.2  # translation: ±10 % of the width, the seed study's (affine_grid spans [-1, 1])
@@ -216,7 +216,8 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         if progress.epoch and group.is_main:
             print(f"{model_id}: resuming after epoch {progress.epoch} from {work_dir / LAST}")
         objective.generator = wrap_generator(objective.generator, group, device)
-        writer = RunWriter(run, cfg, data, work_dir, Path(log_dir), progress) if group.is_main else None
+        writer = (RunWriter(run, cfg, data, work_dir, Path(log_dir), progress, machine_kind(device))
+                  if group.is_main else None)
         baseline = grayscale_baseline(val_data, cfg.batch_size)
         steps = len(train_data) // cfg.batch_size
         for epoch in range(progress.epoch, cfg.epochs):
@@ -243,10 +244,11 @@ class RunWriter:
     """Rank 0's side of a run: the per-epoch record, the checkpoints, dvclive's files."""
 
     def __init__(self, run: dict[str, Any], cfg: TrainParams, data: dict[str, str], work_dir: Path,
-                 log_dir: Path, progress: Progress) -> None:
+                 log_dir: Path, progress: Progress, trained_on: str) -> None:
         from dvclive import Live
 
         self.run, self.cfg, self.data, self.work_dir, self.progress = run, cfg, data, work_dir, progress
+        self.trained_on = trained_on
         self.criterion = cfg.select.removeprefix("val_")  # a validation metric, or "last"
         # dvclive starts clean and replays the resumed history, so the plots never hold an
         # epoch twice when a run was killed between logging and checkpointing.
@@ -271,7 +273,7 @@ class RunWriter:
         improved = self.criterion == "last" or val[self.criterion] < progress.selected.get(self.criterion, math.inf)
         if improved:
             progress.selected = {"epoch": epoch + 1, "criterion": cfg.select, **val}
-        payload = checkpoint_payload(self.run, self.data, objective, progress, steps)
+        payload = checkpoint_payload(self.run, self.data, objective, progress, steps, self.trained_on)
         if improved:
             checkpoint.save(self.work_dir / SELECTED, payload)
         checkpoint.save(self.work_dir / LAST, payload)  # last: a kill after this line loses nothing
@@ -304,7 +306,7 @@ class RunWriter:
 
 
 def checkpoint_payload(run: dict[str, Any], data: dict[str, str], objective: Objective, progress: Progress,
-                       steps: int) -> dict[str, Any]:
+                       steps: int, trained_on: str) -> dict[str, Any]:
     """What a checkpoint holds (see :mod:`colorstudy.checkpoint`)."""
     D, opt_d = objective.discriminator, objective.opt_d
     return {
@@ -314,5 +316,5 @@ def checkpoint_payload(run: dict[str, Any], data: dict[str, str], objective: Obj
         "discriminator": D.state_dict() if D is not None else None,
         "opt_d": opt_d.state_dict() if opt_d is not None else None,
         "selected": progress.selected, "history": progress.history, "provenance": objective.provenance,
-        "torch_version": str(torch.__version__),
+        "torch_version": str(torch.__version__), "trained_on": trained_on,
     }

@@ -289,8 +289,11 @@ def _what_was_run(doc: Doc, inp: ReportInputs) -> None:
              "decay to zero), seed 42, 256×256, generator width 64, 70×70 PatchGAN (width 64) with BCE, "
              "ImageNet backbones; λ L1 100, λ perceptual 10, λ adversarial 1.")
     doc.heading(3, "Versions and how to reproduce")
+    trained_on = sorted({str(r.summary.get("checkpoint", {}).get("trained_on", "not recorded")) for r in models})
     doc.bullets([f"Python {platform.python_version()}", f"torch {torch.__version__}",
-                 f"colorstudy {colorstudy.__version__}"])
+                 f"colorstudy {colorstudy.__version__}",
+                 f"models trained on: {'; '.join(trained_on) or '—'} (float32 training repeats bit for bit only "
+                 f"on the same kind of machine; on another, the trained models' numbers move)"])
     doc.code("pip install -r requirements.txt\ndvc repro")
     doc.para("`dvc repro` reruns only the stages whose inputs changed; `dvc exp run -S key=value` tries another "
              "setting of `params.yaml`.")
