@@ -115,6 +115,17 @@ def test_baseline_is_deterministic(committed, lock):
     assert result.passed and row(result, BASELINE, "fid").allowed == f"rel {DETERMINISTIC_REL_TOL:g}"
 
 
+def test_the_gray_images_own_colorfulness_is_informational_its_error_is_not(committed, lock):
+    """Zero in exact arithmetic: measured across CPUs, its ~0.003 moved 1.3e-4 relative."""
+    cf = committed[BASELINE]["colorfulness.mean"]
+    result = compare_runs(committed, changed(committed, BASELINE, "colorfulness.mean", cf * 1.01), lock, lock)
+    assert result.passed and row(result, BASELINE, "colorfulness.mean").status == "moved"
+    error = committed[BASELINE]["delta_colorfulness.mean"]
+    result = compare_runs(committed, changed(committed, BASELINE, "delta_colorfulness.mean", error * 1.001),
+                          lock, lock)
+    assert [r.metric for r in result.failed] == ["delta_colorfulness.mean"]
+
+
 def test_trained_fid_is_informational(committed, lock):
     fid = committed[EVAL]["fid"]
     result = compare_runs(committed, changed(committed, EVAL, "fid", fid * 1.1), lock, lock)
