@@ -85,7 +85,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     import torch
     from PIL import Image
 
-    from colorstudy import checkpoint
+    from colorstudy.checkpoint import Checkpoint
     from colorstudy.colorize import load_colorizer, open_photo
     from colorstudy.colorize_files import colorize_paths, save_image
     from colorstudy.models import build_generator
@@ -95,10 +95,9 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     folder, kind = Path(args.folder), args.kind
     torch.manual_seed(0)
     ckpt = folder / f"unet-{kind}.pt"
-    checkpoint.save(ckpt, {"model_id": "bench", "architecture": "unet",
-                           "arch_kwargs": {"width": args.width, "depth": args.depth}, "run": {"image_size": args.size},
-                           "generator": build_generator("unet", width=args.width, depth=args.depth).state_dict()})
-    colorizer = load_colorizer(ckpt, device=args.device)
+    Checkpoint(model_id="bench", architecture="unet", arch_kwargs={"width": args.width, "depth": args.depth},
+               generator=build_generator("unet", width=args.width, depth=args.depth).state_dict()).save(ckpt)
+    colorizer = load_colorizer(ckpt, size=args.size, device=args.device)
     photos = sorted((folder / kind).glob("photo*.jpg"))
     warm = folder / f"warm-{kind}" / "warm.jpg"
     warm.parent.mkdir()

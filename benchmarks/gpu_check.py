@@ -82,13 +82,15 @@ def throughput(shards_dir: Path, device: torch.device, size: int, width: int, ba
     from colorstudy.data.shards import LabShards
     from colorstudy.distributed import SINGLE
     from colorstudy.objective import build_objective
+    from colorstudy.study import RunSpec
     from colorstudy.train import train_epoch
 
     cfg = TrainParams(epochs=2, decay_epochs=0, batch_size=batch, width=width, device=str(device))
-    run = {"generator": "unet", "arch_kwargs": {"width": width, "depth": min(8, size.bit_length() - 1)},
-           "terms": {"l1": 100.0}, "model_id": "gpu_check"}
+    run = RunSpec(model_id="gpu_check", generator="unet",
+                  arch_kwargs={"width": width, "depth": min(8, size.bit_length() - 1)},
+                  terms={"l1": 100.0}, image_size=size, train=cfg)
     data = load_split(LabShards(shards_dir), "train", device, budget_bytes=0 if streamed else None)
-    objective = build_objective(run, cfg, device)
+    objective = build_objective(run, device)
     steps = min(steps, len(data) // batch)
     if steps < 2:
         raise SystemExit(f"{shards_dir}: {len(data)} training images make fewer than 2 batches of {batch}")

@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from colorstudy.config import DataParams, ParamsError, load_params, section
+from colorstudy.config import Params, ParamsError
 from colorstudy.data.download import DownloadError
 from colorstudy.data.sources import SourceError, materialize
 
@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
     try:
-        params = section(load_params(), "data", DataParams)
+        params = Params.load().data
         rows = materialize(Path(argv[0]), params)
     except (ParamsError, DownloadError, SourceError) as e:
         print(f"download: {e}", file=sys.stderr)  # the message names the fix; a traceback would bury it

@@ -16,7 +16,7 @@ import sys
 
 
 from colorstudy.checkpoint import CheckpointError
-from colorstudy.config import EvaluateParams, ParamsError, load_params, section
+from colorstudy.config import Params, ParamsError
 from colorstudy.evaluate import evaluate, write_outputs
 from colorstudy.runtime import DeviceError, make_reproducible, resolve_device
 from colorstudy.weights import MissingWeightsError
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     try:
-        params = section(load_params(), "evaluate", EvaluateParams)
+        params = Params.load().evaluate
         make_reproducible(resolve_device(params.device), params.num_threads)
         result = evaluate(args.model, args.shards_dir, params, fid_reference=args.fid_reference, progress=True)
     except (ParamsError, DeviceError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:

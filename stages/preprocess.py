@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from colorstudy.config import DataParams, ParamsError, load_params, section
+from colorstudy.config import Params, ParamsError
 from colorstudy.data.preprocess import preprocess
 
 TIMING_LOG = Path("logs/preprocess.json")
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         return 2
     raw_dir, shards_dir, metrics_path = (Path(a) for a in argv)
     try:
-        params = section(load_params(), "data", DataParams)
+        params = Params.load().data
         metrics = preprocess(raw_dir, shards_dir, params)
     except (ParamsError, FileNotFoundError) as e:
         print(f"preprocess: {e}", file=sys.stderr)  # the message names the fix; a traceback would bury it

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from colorstudy.config import ParamsError, load_params
-from colorstudy.study import resolve_model, write_run_spec
+from colorstudy.config import Params, ParamsError
+from colorstudy.study import resolve_model
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         return 2
     model_id, out_path = argv
     try:
-        write_run_spec(resolve_model(load_params(), model_id), out_path)
+        resolve_model(Params.load(), model_id).write(out_path)
     except ParamsError as e:
         print(f"resolve: {e}", file=sys.stderr)  # names the key and the fix
         return 1

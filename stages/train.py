@@ -20,7 +20,7 @@ from colorstudy.config import ParamsError
 from colorstudy.distributed import launched_world_size, torchrun_command
 from colorstudy.objective import NonFiniteLossError
 from colorstudy.runtime import DeviceError
-from colorstudy.study import read_run_spec
+from colorstudy.study import RunSpec
 from colorstudy.train import train_model
 from colorstudy.weights import MissingWeightsError
 
@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
         return 2
     spec_path, shards_dir, checkpoint_dir, log_dir, resume_dir = argv
     try:
-        run = read_run_spec(spec_path)
-        nproc = run["train"].get("nproc", 1)
+        run = RunSpec.read(spec_path)
+        nproc = run.train.nproc
         if nproc > 1 and launched_world_size() == 1:
             # exec, not a child: the pid DVC (or Ctrl-C) signals is torchrun's, which passes
             # SIGINT/SIGTERM on to the ranks; a child torchrun would outlive a killed parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from colorstudy.config import DataParams, load_params
 from colorstudy.data.preprocess import preprocess
 from colorstudy.data.sources import materialize
+from colorstudy.study import RunSpec, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "datasets" / "faces"
@@ -53,6 +55,11 @@ def study_params() -> dict:
     params["train"].update(epochs=3, decay_epochs=1, batch_size=32, width=4, device="cpu")
     params["adversarial"]["width"] = 4
     return params
+
+
+def run_spec(model_id: str, **changes) -> RunSpec:
+    """A valid run spec for a checkpoint a test makes by hand: study id A's, with ``changes``."""
+    return dataclasses.replace(resolve_model(load_params(ROOT / "params.yaml"), "A"), model_id=model_id, **changes)
 
 
 @dataclass

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from colorstudy import checkpoint
+from colorstudy.checkpoint import Checkpoint
 from colorstudy import colorize as cz
 from colorstudy.__main__ import main
 from colorstudy.lab import normalize_ab, normalize_l, rgb_to_lab_np
 from colorstudy.models import build_generator
+from conftest import run_spec
 
 DATASETS = Path(__file__).resolve().parents[1] / "../shared/datasets"
 FACES = sorted((DATASETS / "faces").glob("*.jpg"))
@@ -37,10 +38,9 @@ TINY = {"width": 4, "depth": 5}  # unet, stride 32
 
 
 def save_checkpoint(path: Path, model_id: str, arch: str, arch_kwargs: dict, model: torch.nn.Module) -> Path:
-    checkpoint.save(path, {
-        "model_id": model_id, "architecture": arch, "arch_kwargs": arch_kwargs,
-        "run": {"image_size": TRAIN_SIZE, "model_id": model_id}, "generator": model.state_dict(),
-        "selected": {"epoch": 1, "criterion": "last", "ab_l1": 0.0}, "provenance": {}, "epoch": 1})
+    run = run_spec(model_id, generator=arch, arch_kwargs=arch_kwargs, image_size=TRAIN_SIZE)
+    Checkpoint(model_id=model_id, architecture=arch, arch_kwargs=arch_kwargs, run=run, generator=model.state_dict(),
+               selected={"epoch": 1, "criterion": "last", "ab_l1": 0.0}, epoch=1).save(path)
     return path
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from colorstudy import checkpoint
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.distributed import start, torchrun_command
-from colorstudy.study import resolve_model, write_run_spec
+from colorstudy.study import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each rank normalizes with the BatchNorm statistics of its half of the batch and draws
@@ -34,7 +34,7 @@ def _specs(study_params: dict, tmp_path: Path) -> tuple[Path, Path]:
     for nproc in (1, 2):
         study_params["train"]["nproc"] = nproc
         paths.append(tmp_path / f"B-nproc{nproc}.json")
-        write_run_spec(resolve_model(study_params, "B"), paths[-1])
+        resolve_model(study_params, "B").write(paths[-1])
     return paths[0], paths[1]
 
 
@@ -47,15 +47,15 @@ def test_two_gloo_processes_train_like_one_and_resume(faces_shards, study_params
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # rank 0 alone prints, logs and writes
     assert ddp.stdout.count("B epoch 1/3: val") == 1 and ddp.stdout.count("scored checkpoint") == 1
-    payload = checkpoint.load(tmp_path / "ddp/models/last.pt")
-    assert payload["run"]["train"]["nproc"] == 2 and payload["epoch"] == 3
+    trained = Checkpoint.load(tmp_path / "ddp/models/last.pt")
+    assert trained.run.train.nproc == 2 and trained.epoch == 3
     # ... a checkpoint any single process loads
-    generator = checkpoint.build_generator(payload)
+    generator = trained.model()
     with torch.no_grad():
         assert generator(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
     # the same global batch of 32, split 16 + 16: the losses track the one-process run
-    reference = checkpoint.load(tmp_path / "single/models/last.pt")["history"]
-    for epoch, (one, two) in enumerate(zip(reference, payload["history"], strict=True)):
+    reference = Checkpoint.load(tmp_path / "single/models/last.pt").history
+    for epoch, (one, two) in enumerate(zip(reference, trained.history, strict=True)):
         for key in ("train/l1", "train/adversarial", "train/discriminator", "val/ab_l1"):
             assert two[key] == pytest.approx(one[key], rel=LOSS_RTOL), (epoch, key)
     assert (tmp_path / "ddp/logs/plots/metrics/val/ab_l1.tsv").read_text().count("\n") == 4  # header + 3 epochs
@@ -66,13 +66,13 @@ def test_two_gloo_processes_train_like_one_and_resume(faces_shards, study_params
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         last = out / "resume" / "last.pt"
-        if last.exists() and checkpoint.load(last)["epoch"] >= 1:
+        if last.exists() and Checkpoint.load(last).epoch >= 1:
             proc.send_signal(signal.SIGTERM)  # torchrun itself (the stage execs it): it stops the ranks
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode != 0, "the run finished before it could be killed"
-    assert checkpoint.load(out / "resume" / "last.pt")["epoch"] < 3
+    assert Checkpoint.load(out / "resume" / "last.pt").epoch < 3
     resumed = subprocess.run(_stage(ddp_spec, faces_shards, out), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("resuming after epoch 1") == 1

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from colorstudy import checkpoint, lab
+from colorstudy import lab
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.config import DataParams, EvaluateParams
 from colorstudy.data.preprocess import preprocess
 from colorstudy.data.shards import LabShards
@@ -21,6 +22,7 @@ from colorstudy.data.sources import Source, write_sources
 from colorstudy.evaluate import BASELINE, IMAGE_METRICS, evaluate, load_predictions, save_predictions, write_outputs
 from colorstudy.models import build_generator
 from colorstudy.weights import RANDOM_NOTE
+from conftest import run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "datasets" / "faces"
@@ -59,12 +61,10 @@ def make_checkpoint(path: Path, model_id: str, seed: int, perceptual: bool = Fal
     provenance = {"generator": {}}
     if perceptual:
         provenance["perceptual"] = {"backbone": "vgg16", "weights": "random", "note": RANDOM_NOTE}
-    checkpoint.save(path, {
-        "model_id": model_id, "architecture": "unet", "arch_kwargs": arch_kwargs,
-        "run": {"model_id": model_id, "generator": "unet", "arch_kwargs": arch_kwargs}, "epoch": 3,
-        "selected": {"epoch": 2, "criterion": "last", "ab_l1": 0.19, "ab_error": 19.0}, "history": history,
-        "provenance": provenance, "generator": model.state_dict(),
-    })
+    Checkpoint(model_id=model_id, architecture="unet", arch_kwargs=arch_kwargs,
+               run=run_spec(model_id, arch_kwargs=arch_kwargs), epoch=3,
+               selected={"epoch": 2, "criterion": "last", "ab_l1": 0.19, "ab_error": 19.0}, history=history,
+               provenance=provenance, generator=model.state_dict()).save(path)
     return path
 
 
@@ -144,8 +144,7 @@ def test_baseline_predicts_no_color(baseline_result, study):
 
 def test_model_predictions_are_clipped_colorized_images(model_result, study):
     L, _ = LabShards(study["shards"]).split("test")
-    payload = checkpoint.load(study["A"])
-    model = checkpoint.build_generator(payload)
+    model = Checkpoint.load(study["A"]).model()
     with torch.no_grad():
         ab = model(L)
     expected = lab.to_uint8(lab.colorize(L, ab).permute(0, 2, 3, 1))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from colorstudy import checkpoint
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from colorstudy.weights import MissingWeightsError, backbone
 
@@ -102,9 +102,9 @@ def test_checkpoint_round_trip(name: str, tmp_path) -> None:
     x = normalized_l(2, m, m)
     model.train()(x)  # moves the BatchNorm running statistics away from their initial values
     path = tmp_path / "model.pt"
-    checkpoint.save(path, {"architecture": name, "arch_kwargs": kwargs, "generator": model.state_dict()})
+    Checkpoint(architecture=name, arch_kwargs=kwargs, generator=model.state_dict()).save(path)
     torch.manual_seed(123)  # the rebuilt model must get its weights from the file, not the seed
-    rebuilt = checkpoint.build_generator(checkpoint.load(path))
+    rebuilt = Checkpoint.load(path).model()
     with torch.no_grad():
         assert torch.equal(model.eval()(x), rebuilt(x))
 
@@ -260,10 +260,10 @@ def test_an_imagenet_encoder_checkpoint_rebuilds_without_the_weight_file(offline
     kwargs = {"width": TINY_WIDTH, "weights": "imagenet"}  # as `models.X.arch.weights=imagenet` resolves
     trained = build_generator(arch, **kwargs)
     path = tmp_path / "selected.pt"
-    checkpoint.save(path, {"architecture": arch, "arch_kwargs": kwargs, "generator": trained.state_dict()})
+    Checkpoint(architecture=arch, arch_kwargs=kwargs, generator=trained.state_dict()).save(path)
     (offline_hub.home / "hub" / "checkpoints" / backbone("resnet34").file).unlink()  # gone where it evaluates
 
-    rebuilt = checkpoint.build_generator(checkpoint.load(path))
+    rebuilt = Checkpoint.load(path).model()
     for key, value in trained.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key
 

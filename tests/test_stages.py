@@ -28,7 +28,7 @@ def test_wrong_arguments_print_the_usage_line(script):
 def test_a_bad_run_spec_is_one_line_naming_the_key(tmp_path):
     spec = json.loads(_run("-c", "import json; from colorstudy.config import load_params; "
                                  "from colorstudy.study import resolve_model; "
-                                 "print(json.dumps(resolve_model(load_params(), 'A')))").stdout)
+                                 "print(resolve_model(load_params(), 'A').to_json())").stdout)
     spec["train"]["device"] = "gpu"
     (tmp_path / "A.json").write_text(json.dumps(spec))
     done = _run(str(ROOT / "stages/train.py"), str(tmp_path / "A.json"), str(tmp_path / "shards"),

@@ -46,11 +46,14 @@ def test_default_params_cover_the_whole_study():
 def test_every_dataclass_default_is_the_committed_params_yaml():
     """A key deleted from params.yaml must not silently become another setting."""
     import dataclasses
+    import typing
 
-    from colorstudy.study import SECTIONS
+    from colorstudy.config import Params
 
     params = load_params(ROOT / "params.yaml")
-    for name, cls in SECTIONS.items():
+    sections = {f.name: typing.get_type_hints(Params)[f.name] for f in dataclasses.fields(Params) if f.name != "models"}
+    assert set(sections) | {"models"} == set(params)
+    for name, cls in sections.items():
         for f in dataclasses.fields(cls):
             assert f.name in params[name], f"{name}.{f.name} is not in params.yaml"
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
@@ -63,7 +66,7 @@ def test_every_dataclass_default_is_the_committed_params_yaml():
     ("loss.l1", -1.0, "loss.l1"),  # negative weight
     ("models.A.generator", "transformer", "transformer"),  # unknown architecture
     ("models.A.terms", ["l1", "style"], "style"),  # unknown loss term
-    ("models.C_L1_LOW.weights", {"mse": 3.0}, "weights.mse"),  # override of an unused term
+    ("models.C_L1_LOW.loss_weights", {"mse": 3.0}, "loss_weights.mse"),  # override of an unused term
     ("models.B.discriminator", "patchgan", "discriminator"),  # unknown model key
     ("train.device", "tpu", "train.device"),
     ("data.image_size", 50, "data.image_size"),
@@ -83,10 +86,11 @@ def test_unknown_section_is_rejected():
 
 def test_run_spec_holds_only_what_the_objective_uses():
     a = resolve_model(PARAMS, "A")
-    assert a["terms"] == {"l1": PARAMS["loss"]["l1"]}
-    assert "perceptual" not in a and "adversarial" not in a
+    assert a.terms == {"l1": PARAMS["loss"]["l1"]}
+    assert a.perceptual is None and a.adversarial is None
+    assert "perceptual" not in a.to_dict() and "adversarial" not in a.to_dict()
     low = resolve_model(PARAMS, "C_PERCEPTUAL_LOW")
-    assert low["terms"]["perceptual"] == 5.0 and low["terms"]["l1"] == PARAMS["loss"]["l1"]
+    assert low.terms["perceptual"] == 5.0 and low.terms["l1"] == PARAMS["loss"]["l1"]
 
 
 @pytest.mark.parametrize("dotted, value, expected", [

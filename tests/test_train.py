@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import subprocess
 import sys
@@ -11,23 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from colorstudy import checkpoint
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.losses import L1Loss
-from colorstudy.study import read_run_spec, resolve_model, write_run_spec
+from colorstudy.study import RunSpec, resolve_model
 from colorstudy.objective import NonFiniteLossError
 from colorstudy.runtime import machine_kind
+from conftest import run_spec
 from colorstudy.train import train_model
 from colorstudy.weights import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train(run: dict, shards: Path, out: Path) -> dict:
+def _train(run: RunSpec, shards: Path, out: Path) -> dict:
     return train_model(run, shards, out / "models", out / "logs")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(path)["generator"]
+    return Checkpoint.load(path).generator
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -44,12 +46,12 @@ def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_par
     assert summary["beats_baseline"]
     assert summary["val_ab_l1"] < 0.9 * summary["baseline_val_ab_l1"]
     assert summary["val_ab_error"] < summary["baseline_val_ab_error"]
-    payload = checkpoint.load(tmp_path / "models" / "selected.pt")
+    trained = Checkpoint.load(tmp_path / "models" / "selected.pt")
     # the checkpoint describes itself
-    assert payload["architecture"] == "unet" and payload["arch_kwargs"] == {"width": 8, "depth": 5}
-    assert payload["run"]["terms"] == {"l1": 100.0} and payload["epoch"] == summary["selected_epoch"]
-    assert payload["opt_g"]["state"] and payload["provenance"] == {"generator": {}}
-    assert payload["trained_on"] == machine_kind(torch.device("cpu"))  # what a comparison of runs keys on
+    assert trained.architecture == "unet" and trained.arch_kwargs == {"depth": 5, "width": 8}
+    assert trained.run.terms == {"l1": 100.0} and trained.epoch == summary["selected_epoch"]
+    assert trained.opt_g["state"] and trained.provenance == {"generator": {}}
+    assert trained.trained_on == machine_kind(torch.device("cpu"))  # what a comparison of runs keys on
     assert (tmp_path / "logs" / "plots" / "metrics" / "val" / "ab_l1.tsv").exists()
 
 
@@ -57,15 +59,15 @@ def test_unet_beats_the_grayscale_baseline_on_real_faces(faces_shards, study_par
 def test_gan_training_is_bitwise_deterministic_and_resumes_exactly(faces_shards, study_params, tmp_path):
     # generator, discriminator, perceptual VGG: every moving part; the spec as train@ID reads it
     spec = tmp_path / "run.json"
-    write_run_spec(resolve_model(study_params, "C"), spec)
-    run = read_run_spec(spec)
+    resolve_model(study_params, "C").write(spec)
+    run = RunSpec.read(spec)
     _train(run, faces_shards, tmp_path / "first")
     _train(run, faces_shards, tmp_path / "second")
     _assert_same_weights(tmp_path / "first/models/last.pt", tmp_path / "second/models/last.pt")
     assert filecmp.cmp(tmp_path / "first/models/last.pt", tmp_path / "second/models/last.pt", shallow=False)
-    first, second = (checkpoint.load(tmp_path / d / "models/last.pt") for d in ("first", "second"))
-    for key in first["discriminator"]:
-        assert torch.equal(first["discriminator"][key], second["discriminator"][key]), key
+    first, second = (Checkpoint.load(tmp_path / d / "models/last.pt") for d in ("first", "second"))
+    for key in first.discriminator:
+        assert torch.equal(first.discriminator[key], second.discriminator[key]), key
 
     # kill a real training process after its first epoch's checkpoint, then start it again
     out = tmp_path / "killed"
@@ -75,13 +77,13 @@ def test_gan_training_is_bitwise_deterministic_and_resumes_exactly(faces_shards,
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         last = out / "resume" / "last.pt"
-        if last.exists() and checkpoint.load(last)["epoch"] >= 1:
+        if last.exists() and Checkpoint.load(last).epoch >= 1:
             proc.kill()
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode != 0, "the run finished before it could be killed"
-    assert checkpoint.load(out / "resume" / "last.pt")["epoch"] < run["train"]["epochs"]
+    assert Checkpoint.load(out / "resume" / "last.pt").epoch < run.train.epochs
     assert not (out / "models").exists()  # the declared output appears only when training ends
 
     resumed = subprocess.run(cmd, capture_output=True, text=True)
@@ -102,7 +104,7 @@ def test_a_changed_spec_does_not_resume_a_stale_checkpoint(faces_shards, study_p
     study_params["loss"]["l1"] = 50.0
     study_params["train"]["epochs"] = 2
     _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
-    assert checkpoint.load(tmp_path / "models/last.pt")["run"]["terms"] == {"l1": 50.0}
+    assert Checkpoint.load(tmp_path / "models/last.pt").run.terms == {"l1": 50.0}
 
 
 def test_a_nan_loss_stops_naming_model_step_and_term(faces_shards, study_params, tmp_path, monkeypatch):
@@ -122,20 +124,19 @@ def test_missing_imagenet_weights_stop_before_training(faces_shards, study_param
 
 
 def test_identical_payloads_give_identical_checkpoint_files(tmp_path):
-    def payload() -> dict:  # fresh objects each call, strings built at run time, as a training loop makes them
+    def payload() -> Checkpoint:  # fresh objects each call, strings built at run time, as a training loop makes them
         names = [f"val/{name}" for name in ("ab_l1", "ab_error")]
-        return {"generator": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3,
-                "history": [{names[0]: 0.1, names[1]: 20.0}, {f"val/{'ab_l1'}": 0.09, f"val/{'ab_error'}": 19.0}]}
+        return Checkpoint(architecture="unet", arch_kwargs={"width": 4}, generator={"w": torch.arange(6.0).view(2, 3)},
+                          epoch=3, run=run_spec("A"),
+                          history=[{names[0]: 0.1, names[1]: 20.0}, {f"val/{'ab_l1'}": 0.09, f"val/{'ab_error'}": 19.0}])
 
-    checkpoint.save(tmp_path / "a" / "last.pt", payload())
-    checkpoint.save(tmp_path / "b" / "selected.pt", payload())  # another name, another folder: same bytes
+    payload().save(tmp_path / "a" / "last.pt")
+    payload().save(tmp_path / "b" / "selected.pt")  # another name, another folder: same bytes
     assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "b" / "selected.pt", shallow=False)
     # what a resumed run saves: the history as the unpickler rebuilt it
-    loaded = checkpoint.load(tmp_path / "a" / "last.pt")
-    loaded.pop("format")
-    checkpoint.save(tmp_path / "resumed.pt", loaded)
+    Checkpoint.load(tmp_path / "a" / "last.pt").save(tmp_path / "resumed.pt")
     assert filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "resumed.pt", shallow=False)
-    checkpoint.save(tmp_path / "c.pt", {**payload(), "epoch": 4})
+    dataclasses.replace(payload(), epoch=4).save(tmp_path / "c.pt")
     assert not filecmp.cmp(tmp_path / "a" / "last.pt", tmp_path / "c.pt", shallow=False)
     assert list(tmp_path.rglob("*.tmp")) == []
 
@@ -145,16 +146,16 @@ def test_other_data_does_not_resume_a_stale_checkpoint(faces_shards, study_param
 
     study_params["train"].update(epochs=2, decay_epochs=0)
     run = resolve_model(study_params, "A")
-    _train({**run, "train": {**run["train"], "epochs": 1}}, faces_shards, tmp_path)  # a run cut short
-    assert checkpoint.load(tmp_path / "models/last.pt")["data"]["shards_sha256"] == LabShards(faces_shards).fingerprint()
-    partial = {**checkpoint.load(tmp_path / "models/last.pt"), "run": run}
-    partial.pop("format")
-    checkpoint.save(tmp_path / "models/last.pt", partial)  # now it is resumable for `run` ...
+    _train(dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=1)), faces_shards,
+           tmp_path)  # a run cut short
+    assert Checkpoint.load(tmp_path / "models/last.pt").data["shards_sha256"] == LabShards(faces_shards).fingerprint()
+    partial = dataclasses.replace(Checkpoint.load(tmp_path / "models/last.pt"), run=run)
+    partial.save(tmp_path / "models/last.pt")  # now it is resumable for `run` ...
     monkeypatch.setattr(LabShards, "fingerprint", lambda self: "other photos")  # ... but not on other data
     capsys.readouterr()
     _train(run, faces_shards, tmp_path)
     assert "resuming" not in capsys.readouterr().out
-    assert checkpoint.load(tmp_path / "models/last.pt")["data"] == {"shards_sha256": "other photos"}
+    assert Checkpoint.load(tmp_path / "models/last.pt").data == {"shards_sha256": "other photos"}
 
 
 def _chroma(ab_n: torch.Tensor) -> float:
@@ -205,11 +206,11 @@ def test_batchnorm_recalibration_matches_eval_mode_to_batch_statistics(faces_sha
 def test_train_select_picks_the_checkpoint(faces_shards, study_params, tmp_path, select):
     study_params["train"].update(epochs=3, decay_epochs=1, select=select)
     summary = _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
-    chosen = checkpoint.load(tmp_path / "models" / "selected.pt")
-    history = [record["val/ab_l1"] for record in chosen["history"]]
+    chosen = Checkpoint.load(tmp_path / "models" / "selected.pt")
+    history = [record["val/ab_l1"] for record in chosen.history]
     expected = 3 if select == "last" else 1 + history.index(min(history))
-    assert summary["selected_epoch"] == chosen["epoch"] == chosen["selected"]["epoch"] == expected
-    assert chosen["selected"]["criterion"] == select and summary["epochs"] == 3
+    assert summary["selected_epoch"] == chosen.epoch == chosen.selected["epoch"] == expected
+    assert chosen.selected["criterion"] == select and summary["epochs"] == 3
     if select == "last":
         _assert_same_weights(tmp_path / "models" / "selected.pt", tmp_path / "models" / "last.pt")
 
@@ -222,11 +223,11 @@ def test_a_split_over_the_memory_budget_streams_and_trains_the_same_weights(face
     streamed = train_model(run, faces_shards, tmp_path / "streamed/models", tmp_path / "streamed/logs",
                            memory_budget=1024)
     assert (resident["train_split"], streamed["train_split"]) == ("resident", "streamed")
-    a, b = (checkpoint.load(tmp_path / d / "models/last.pt") for d in ("resident", "streamed"))
+    a, b = (Checkpoint.load(tmp_path / d / "models/last.pt") for d in ("resident", "streamed"))
     for part in ("generator", "discriminator"):
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), (part, key)  # bitwise: the same batches
-    for one, other in zip(a["history"], b["history"], strict=True):
+        for key in getattr(a, part):
+            assert torch.equal(getattr(a, part)[key], getattr(b, part)[key]), (part, key)  # bitwise: the same batches
+    for one, other in zip(a.history, b.history, strict=True):
         for key, value in one.items():
             # the streamed val baseline is summed per batch in float64, the resident one in one go
             assert other[key] == (pytest.approx(value, rel=1e-6) if "baseline" in key else value), key

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps
 from torch import nn
 
-from colorstudy import checkpoint
+from colorstudy.checkpoint import Checkpoint, CheckpointError
 from colorstudy.lab import denormalize_ab, lab_from_l_ab, lab_to_rgb, normalize_l, rgb_to_lab, to_uint8
 from colorstudy.runtime import autocast, inference, resolve_device
 
@@ -145,20 +145,19 @@ def load_colorizer(model: str | Path | None = None, device: str = "auto",
     except (RuntimeError, ValueError) as e:
         raise ColorizeError(str(e)) from e
     try:
-        payload = checkpoint.load(path)  # weights_only=True: a checkpoint cannot run code
-        net = checkpoint.build_generator(payload, dev)
-    except checkpoint.CheckpointError as e:
+        trained = Checkpoint.load(path)  # weights_only=True: a checkpoint cannot run code
+        net = trained.model(dev)
+    except CheckpointError as e:
         where = "" if str(path) in str(e) else f"{path}: "
         raise ColorizeError(f"{where}{_first_lines(str(e))}; {_trained_models_hint(Path(models_dir))}") from e
     if size is None:
-        size = (payload.get("run") or {}).get("image_size")
-        if not isinstance(size, int):
+        if trained.run is None:
             raise ColorizeError(f"{path} does not say which image size it was trained at; pass --size N")
+        size = trained.run.image_size
     if size < 1:
         raise ColorizeError(f"size must be a positive number of pixels, got {size}")
     return Colorizer(net, dev, model_size(size, getattr(net, "stride", 1)),
-                     name=str(payload.get("model_id", path.parent.name)),
-                     architecture=str(payload.get("architecture", "?")))
+                     name=trained.model_id or path.parent.name, architecture=trained.architecture)
 
 
 # -- images --------------------------------------------------------------------------

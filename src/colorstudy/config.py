@@ -249,16 +249,17 @@ class ModelSpec:
 
     generator: str
     terms: list[str]
-    weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per-model loss weights
+    # this model's λ for some of its terms, over the global `loss` section's
+    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     arch: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra generator arguments
 
     def __post_init__(self) -> None:
         require(len(self.terms) > 0, "terms", "a model needs at least one loss term")
         require(len(set(self.terms)) == len(self.terms), "terms", f"{self.terms} repeats a term")
-        for name, value in self.weights.items():
-            require(name in self.terms, f"weights.{name}",
+        for name, value in self.loss_weights.items():
+            require(name in self.terms, f"loss_weights.{name}",
                     f"overrides a term the model does not use (terms: {self.terms})")
-            require(value >= 0, f"weights.{name}", f"weight {value} must be >= 0")
+            require(value >= 0, f"loss_weights.{name}", f"weight {value} must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,3 +291,45 @@ class ReportParams:
     def __post_init__(self) -> None:
         require(self.grid_images >= 1, "report.grid_images", "must be >= 1")
         require(self.examples >= 1, "report.examples", "must be >= 1")
+
+
+# -- the whole file -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """All of ``params.yaml``, every section parsed: what :meth:`load` returns to the stages.
+
+    A missing section takes its dataclass's defaults (equal to the committed file); an
+    unknown section, key or bad value fails naming it, so a typo anywhere stops the
+    first stage that reads the file. ``models`` is checked against the model and loss
+    registries by :func:`colorstudy.study.validate_params`, which needs the model zoo; the
+    data stages do not import it.
+    """
+
+    # the study table; the stages that train need it (colorstudy.study.validate_params),
+    # the data and evaluation stages do not
+    models: dict[str, ModelSpec] = dataclasses.field(default_factory=dict)
+    data: DataParams = dataclasses.field(default_factory=DataParams)
+    loss: LossWeights = dataclasses.field(default_factory=LossWeights)
+    perceptual: PerceptualParams = dataclasses.field(default_factory=PerceptualParams)
+    adversarial: AdversarialParams = dataclasses.field(default_factory=AdversarialParams)
+    train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    evaluate: EvaluateParams = dataclasses.field(default_factory=EvaluateParams)
+    report: ReportParams = dataclasses.field(default_factory=ReportParams)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Params:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise ParamsError(f"params.yaml: unknown section(s) {unknown}; valid: {sorted(names)}")
+        models = raw.get("models") or {}
+        if not isinstance(models, Mapping):
+            raise ParamsError(f"models: expected a table of study ids, got {models!r}")
+        hints = typing.get_type_hints(cls)
+        sections = {name: section(raw, name, hints[name]) for name in names if name != "models"}
+        return cls(models={str(k): parse(ModelSpec, v, f"models.{k}") for k, v in models.items()}, **sections)
+
+    @classmethod
+    def load(cls, path: str | Path = "params.yaml") -> Params:
+        return cls.from_dict(load_params(path))

@@ -44,7 +44,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from colorstudy import checkpoint, lab
+from colorstudy import lab
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.config import EvaluateParams
 from colorstudy.data.shards import LabShards
 from colorstudy.metric_nets import FIDExtractor, LPIPSMetric, frechet_distance
@@ -91,11 +92,11 @@ def _metric_nets(lpips_weights: str, fid_weights: str, device: torch.device) -> 
     return LPIPSMetric(lpips_weights, device=device), FIDExtractor(fid_weights, device=device)
 
 
-def _checkpoint_provenance(payload: dict[str, Any] | None) -> dict[str, str]:
+def _checkpoint_provenance(trained: Checkpoint | None) -> dict[str, str]:
     """Report labels for the backbones a checkpoint was trained with."""
-    if payload is None:
+    if trained is None:
         return {"generator_encoder": NO_BACKBONE, "perceptual_loss": NOT_USED}
-    prov = payload.get("provenance") or {}
+    prov = trained.provenance
     generator = prov.get("generator") or {}
     perceptual = prov.get("perceptual") or {}
     return {
@@ -104,9 +105,20 @@ def _checkpoint_provenance(payload: dict[str, Any] | None) -> dict[str, str]:
     }
 
 
+def _checkpoint_summary(trained: Checkpoint) -> dict[str, Any]:
+    """Which checkpoint was scored, as the metrics file records it."""
+    return {"architecture": trained.architecture,
+            "epoch": trained.epoch,
+            # the run's length: "epoch 1 of 4" says more than "epoch 1"
+            "epochs": trained.run.train.epochs if trained.run is not None else -1,
+            "select": str(trained.selected.get("criterion", "?")),
+            # which machine kind's rounding the weights carry: runs compare on it
+            "trained_on": trained.trained_on}
+
+
 def load_predictor(model: str | Path, device: torch.device) -> tuple[str, Callable[[torch.Tensor], torch.Tensor],
                                                                      dict[str, Any] | None]:
-    """``(model_id, predict, checkpoint payload or None)`` for a checkpoint path or ``baseline``.
+    """``(model_id, predict, checkpoint or None)`` for a checkpoint path or ``baseline``.
 
     ``predict`` maps normalized L ``[B,1,H,W]`` to normalized ab ``[B,2,H,W]`` float32,
     already clipped to the valid ab range.
@@ -114,16 +126,15 @@ def load_predictor(model: str | Path, device: torch.device) -> tuple[str, Callab
     if str(model) == BASELINE:
         return BASELINE, lambda L: torch.zeros((L.shape[0], 2, *L.shape[2:]), dtype=torch.float32,
                                                device=L.device), None
-    payload = checkpoint.load(model, map_location=device)
-    generator = checkpoint.build_generator(payload, device)
+    trained = Checkpoint.load(model, map_location=device)
+    generator = trained.model(device)
 
     def predict(L: torch.Tensor) -> torch.Tensor:
         with inference(generator), autocast(device):
             ab_n = generator(L).float()
         return lab.normalize_ab(lab.clip_ab(lab.denormalize_ab(ab_n)))
 
-    model_id = str(payload.get("model_id") or Path(model).parent.name)
-    return model_id, predict, payload
+    return trained.model_id or Path(model).parent.name, predict, trained
 
 
 def load_fid_reference(path: str | Path) -> tuple[str, np.ndarray]:
@@ -177,7 +188,7 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     if n < 2:
         raise ValueError(f"{shards_dir}: the test split has {n} image(s); evaluation needs at least 2 "
                          f"(FID fits a covariance). Use more photos or a larger data.test_fraction.")
-    model_id, predict, payload = load_predictor(model, device)
+    model_id, predict, trained = load_predictor(model, device)
     lpips_net, fid_net = _metric_nets(params.lpips_weights, params.fid_weights, device)
 
     values: dict[str, list[np.ndarray]] = {}
@@ -227,16 +238,10 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     summary["provenance"] = {
         "lpips": describe(lpips_net.provenance),
         "fid": describe(fid_net.provenance),
-        **_checkpoint_provenance(payload),
+        **_checkpoint_provenance(trained),
     }
-    if payload is not None:
-        summary["checkpoint"] = {"architecture": str(payload.get("architecture")),
-                                 "epoch": int(payload.get("epoch", 0)),
-                                 # the run's length: "epoch 1 of 4" says more than "epoch 1"
-                                 "epochs": int(((payload.get("run") or {}).get("train") or {}).get("epochs", -1)),
-                                 "select": str((payload.get("selected") or {}).get("criterion", "?")),
-                                 # which machine kind's rounding the weights carry: runs compare on it
-                                 "trained_on": str(payload.get("trained_on", "not recorded"))}
+    if trained is not None:
+        summary["checkpoint"] = _checkpoint_summary(trained)
     summary["aggregation"] = (f"mean over the {n} test images; percentile bootstrap 95% CI over the {n_photos} "
                               f"source photos, crops of a photo drawn together ({params.bootstrap} resamples, "
                               f"seed {params.seed}); fid per set")

@@ -7,15 +7,17 @@ fake, then G). Under data parallelism DDP averages G's gradients and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from colorstudy.config import AdversarialParams, PerceptualParams, TrainParams
 from colorstudy.distributed import SINGLE, ProcessGroup, average_gradients, sum_over_ranks
 from colorstudy.losses import build_loss, discriminator_loss
 from colorstudy.models import build_discriminator, build_generator
 from colorstudy.runtime import autocast
+
+if TYPE_CHECKING:
+    from colorstudy.study import RunSpec
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,23 +59,26 @@ class Objective:
         return [*self.terms, *(["discriminator"] if self.discriminator is not None else [])]
 
 
-def build_objective(run: dict[str, Any], cfg: TrainParams, device: torch.device) -> Objective:
+def build_objective(run: RunSpec, device: torch.device) -> Objective:
+    cfg = run.train
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    generator = build_generator(run["generator"], **run["arch_kwargs"]).to(device)
+    generator = build_generator(run.generator, **run.arch_kwargs).to(device)
     generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
     betas = (cfg.beta1, cfg.beta2)
     # A fixed order: the sum of the terms (float addition) must not depend on whether
     # the spec came from params or from its sorted JSON file.
     objective = Objective(generator, torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas),
-                          terms=dict(sorted(run["terms"].items())), losses={},
+                          terms=dict(sorted(run.terms.items())), losses={},
                           provenance={"generator": getattr(generator, "provenance", {})})
     for name in objective.terms:
         if name == "perceptual":
-            p = PerceptualParams(**run["perceptual"])
+            p = run.perceptual
+            assert p is not None  # RunSpec holds the section whenever the term is used
             objective.losses[name] = build_loss(name, weights=p.weights, layers=p.layers).to(device)
             objective.provenance["perceptual"] = objective.losses[name].provenance
         elif name == "adversarial":
-            a = AdversarialParams(**run["adversarial"])
+            a = run.adversarial
+            assert a is not None and a.layers != "auto"  # RunSpec: present with the term, depth resolved
             objective.losses[name] = build_loss(name, mode=a.mode).to(device)
             objective.discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
             objective.opt_d = torch.optim.Adam(objective.discriminator.parameters(), lr=cfg.lr, betas=betas)

@@ -15,48 +15,32 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from colorstudy.models.patchgan import layers_for as patchgan_layers_for
 from colorstudy.config import (
     AdversarialParams,
-    DataParams,
-    EvaluateParams,
     LossWeights,
-    ModelSpec,
+    Params,
     ParamsError,
     PerceptualParams,
-    ReportParams,
     TrainParams,
     parse,
-    section,
+    require,
 )
 
-SECTIONS: dict[str, type] = {
-    "data": DataParams,
-    "loss": LossWeights,
-    "perceptual": PerceptualParams,
-    "adversarial": AdversarialParams,
-    "train": TrainParams,
-    "evaluate": EvaluateParams,
-    "report": ReportParams,
-}
-# Sections whose values are not read through a dataclass of their own.
-_TABLES = {"models"}
-
-
-def model_specs(params: dict[str, Any]) -> dict[str, ModelSpec]:
-    """Every study id, parsed and checked against the model and loss registries."""
+def validate_params(params: Params | Mapping[str, Any]) -> Params:
+    """The whole file parsed, its study table checked against the model and loss
+    registries: a typo anywhere fails before any stage does work."""
     from colorstudy.losses import LOSSES
     from colorstudy.models import GENERATORS
 
-    models = params.get("models")
-    if not isinstance(models, dict) or not models:
+    parsed = params if isinstance(params, Params) else Params.from_dict(params)
+    if not parsed.models:
         raise ParamsError("models: the study table is missing or empty")
-    specs = {}
-    for model_id, raw in models.items():
+    for model_id, spec in parsed.models.items():
         where = f"models.{model_id}"
-        spec = parse(ModelSpec, raw, where)
         if spec.generator not in GENERATORS:
             raise ParamsError(f"{where}.generator: unknown architecture {spec.generator!r}; "
                               f"registered: {sorted(GENERATORS)}")
@@ -64,19 +48,7 @@ def model_specs(params: dict[str, Any]) -> dict[str, ModelSpec]:
             if term not in LOSSES or not hasattr(LossWeights, term):
                 raise ParamsError(f"{where}.terms: unknown loss term {term!r}; "
                                   f"known: {sorted(t for t in LOSSES if hasattr(LossWeights, t))}")
-        specs[str(model_id)] = spec
-    return specs
-
-
-def validate_params(params: dict[str, Any]) -> None:
-    """Check the whole file, so a typo anywhere fails before any stage does work."""
-    unknown = sorted(set(params) - set(SECTIONS) - _TABLES)
-    if unknown:
-        raise ParamsError(f"params.yaml: unknown section(s) {unknown}; "
-                          f"valid: {sorted(set(SECTIONS) | _TABLES)}")
-    for name, cls in SECTIONS.items():
-        section(params, name, cls)
-    model_specs(params)
+    return parsed
 
 
 def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str, Any]:
@@ -86,40 +58,83 @@ def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str
     return {"width": width, **GENERATORS[generator].arguments_for(image_size)}
 
 
-def resolve_model(params: dict[str, Any], model_id: str) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One study id resolved: everything its training reads, and nothing else.
+
+    ``resolve@ID`` writes it (:meth:`write`), ``train@ID`` and the report read it
+    (:meth:`read`, through the validating parser, so a hand-edited spec fails as a
+    params.yaml typo does), and every checkpoint keeps it (:meth:`to_dict`). The JSON is
+    byte-stable: equal specs are equal bytes, which is what DVC's skip decision hashes.
+    """
+
+    model_id: str
+    generator: str  # a name in models.GENERATORS
+    arch_kwargs: dict[str, Any]  # the generator's arguments (its registry defaults for the size + overrides)
+    terms: dict[str, float]  # loss term -> its weight λ, global or the model's override
+    image_size: int
+    train: TrainParams
+    perceptual: PerceptualParams | None = None  # when "perceptual" is a term
+    adversarial: AdversarialParams | None = None  # when "adversarial" is a term; layers resolved
+
+    def __post_init__(self) -> None:
+        for term in ("perceptual", "adversarial"):
+            require((term in self.terms) == (getattr(self, term) is not None), term,
+                    f"the {term} section goes with the {term} term (terms: {sorted(self.terms)})")
+        require(self.adversarial is None or self.adversarial.layers != "auto", "adversarial.layers",
+                "a run spec holds the PatchGAN depth actually built, not `auto`")
+
+    def to_json(self) -> str:
+        # sorted keys and a fixed layout: equal specs must be equal bytes for DVC's hash
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                 for k, v in fields.items() if v is not None}
+        return json.dumps(plain, indent=2, sort_keys=True) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as the JSON file holds it (sorted keys): what a checkpoint stores."""
+        return json.loads(self.to_json())
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "run spec") -> RunSpec:
+        return parse(cls, raw, where)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "run spec") -> RunSpec:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ParamsError(f"{where}: not JSON ({e}); rerun its resolve@ID stage") from e
+        return cls.from_dict(raw, where)
+
+    def write(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunSpec:
+        return cls.from_json(Path(path).read_text(), str(path))
+
+
+def resolve_model(params: Params | Mapping[str, Any], model_id: str) -> RunSpec:
     """The run spec of one study id: everything its training reads, and nothing else."""
-    validate_params(params)
-    specs = model_specs(params)
-    if model_id not in specs:
-        raise ParamsError(f"models: no study id {model_id!r}; ids: {sorted(specs)}")
-    spec = specs[model_id]
-    data = section(params, "data", DataParams)
-    loss = section(params, "loss", LossWeights)
-    train = section(params, "train", TrainParams)
-    run: dict[str, Any] = {
-        "model_id": model_id,
-        "generator": spec.generator,
-        "arch_kwargs": {**default_arch_kwargs(spec.generator, data.image_size, train.width), **spec.arch},
-        "terms": {term: spec.weights.get(term, getattr(loss, term)) for term in spec.terms},
-        "image_size": data.image_size,
-        "train": dataclasses.asdict(train),
-    }
-    if "perceptual" in spec.terms:
-        run["perceptual"] = dataclasses.asdict(section(params, "perceptual", PerceptualParams))
+    parsed = validate_params(params)
+    if model_id not in parsed.models:
+        raise ParamsError(f"models: no study id {model_id!r}; ids: {sorted(parsed.models)}")
+    spec, data, loss, train = parsed.models[model_id], parsed.data, parsed.loss, parsed.train
+    adversarial = None
     if "adversarial" in spec.terms:
-        adversarial = dataclasses.asdict(section(params, "adversarial", AdversarialParams))
-        if adversarial["layers"] == "auto":  # the run spec holds the depth actually built
-            adversarial["layers"] = patchgan_layers_for(data.image_size)
-        run["adversarial"] = adversarial
-    return run
-
-
-def write_run_spec(run: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # sorted keys and a fixed layout: equal specs must be equal bytes for DVC's hash
-    path.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-
-
-def read_run_spec(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+        adversarial = parsed.adversarial
+        if adversarial.layers == "auto":  # the run spec holds the depth actually built
+            adversarial = dataclasses.replace(adversarial, layers=patchgan_layers_for(data.image_size))
+    return RunSpec(
+        model_id=model_id,
+        generator=spec.generator,
+        arch_kwargs={**default_arch_kwargs(spec.generator, data.image_size, train.width), **spec.arch},
+        terms={term: spec.loss_weights.get(term, getattr(loss, term)) for term in spec.terms},
+        image_size=data.image_size,
+        train=train,
+        perceptual=parsed.perceptual if "perceptual" in spec.terms else None,
+        adversarial=adversarial,
+    )

@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from colorstudy import checkpoint
-from colorstudy.config import TrainParams, parse
+from colorstudy.checkpoint import Checkpoint
+from colorstudy.config import TrainParams
 from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_split
 from colorstudy.data.shards import LabShards
 from colorstudy.distributed import ProcessGroup, barrier, start, stop, sum_over_ranks, unwrap, wrap_generator
 from colorstudy.lab import AB_SCALE
 from colorstudy.objective import Objective, build_objective, discriminator_step, generator_step
 from colorstudy.runtime import autocast, inference, machine_kind, make_reproducible
+from colorstudy.study import RunSpec
 
 MAX_ROTATION_DEG = 15.0  # the study's training-only augmentation
 MAX_SHIFT = 0.2  # translation: ±10 % of the width, the seed study's (affine_grid spans [-1, 1])
@@ -135,20 +136,20 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def try_resume(path: Path, run: dict[str, Any], data: dict[str, str], objective: Objective,
+def try_resume(path: Path, run: RunSpec, data: dict[str, str], objective: Objective,
                device: torch.device) -> Progress | None:
     """Restore a run of exactly this spec on exactly these data from ``path``, if there is one."""
     if not path.exists():
         return None
-    saved = checkpoint.load(path, map_location=device)
-    if saved.get("run") != run or saved.get("data") != data:
+    saved = Checkpoint.load(path, map_location=device)
+    if saved.run != run or saved.data != data or saved.opt_g is None:
         return None
-    objective.generator.load_state_dict(saved["generator"])
-    objective.opt_g.load_state_dict(saved["opt_g"])
-    if objective.discriminator is not None:
-        objective.discriminator.load_state_dict(saved["discriminator"])
-        objective.opt_d.load_state_dict(saved["opt_d"])
-    return Progress(saved["epoch"], saved["selected"], saved["history"])
+    objective.generator.load_state_dict(saved.generator)
+    objective.opt_g.load_state_dict(saved.opt_g)
+    if objective.discriminator is not None and objective.opt_d is not None:
+        objective.discriminator.load_state_dict(saved.discriminator)
+        objective.opt_d.load_state_dict(saved.opt_d)
+    return Progress(saved.epoch, saved.selected, saved.history)
 
 
 def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, gen: torch.Generator,
@@ -179,7 +180,7 @@ def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, g
     return {name: (sum_over_ranks(value, group) / (steps * group.world)).item() for name, value in sums.items()}
 
 
-def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path,
+def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_dir: str | Path,
                 resume_dir: str | Path | None = None, memory_budget: int | None = None) -> dict[str, Any]:
     """Train study model ``run`` (a resolved run spec); returns its summary metrics.
 
@@ -196,8 +197,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
     rank 0 alone validates and writes. ``memory_budget``: bytes a resident split may
     take (default: a share of free memory); over it the split is streamed.
     """
-    model_id = run["model_id"]
-    cfg = parse(TrainParams, run["train"], f"{model_id}: train")
+    model_id, cfg = run.model_id, run.train
     group, device = start(cfg.nproc, cfg.device)
     try:
         make_reproducible(device, cfg.num_threads)
@@ -208,7 +208,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
         if len(train_data) < cfg.batch_size or len(val_data) == 0:
             raise ValueError(f"{shards_dir}: the train split needs at least train.batch_size={cfg.batch_size} "
                                f"images and val at least one (train {len(train_data)}, val {len(val_data)})")
-        objective = build_objective(run, cfg, device)
+        objective = build_objective(run, device)
         work_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
         data = {"shards_sha256": shards.fingerprint()}
         progress = try_resume(work_dir / LAST, run, data, objective, device) or Progress(
@@ -243,7 +243,7 @@ def train_model(run: dict[str, Any], shards_dir: str | Path, out_dir: str | Path
 class RunWriter:
     """Rank 0's side of a run: the per-epoch record, the checkpoints, dvclive's files."""
 
-    def __init__(self, run: dict[str, Any], cfg: TrainParams, data: dict[str, str], work_dir: Path,
+    def __init__(self, run: RunSpec, cfg: TrainParams, data: dict[str, str], work_dir: Path,
                  log_dir: Path, progress: Progress, trained_on: str) -> None:
         from dvclive import Live
 
@@ -263,7 +263,7 @@ class RunWriter:
 
     def end_epoch(self, objective: Objective, epoch: int, steps: int, losses: dict[str, float],
                   val: dict[str, float], baseline: dict[str, float]) -> None:
-        cfg, progress, model_id = self.cfg, self.progress, self.run["model_id"]
+        cfg, progress, model_id = self.cfg, self.progress, self.run.model_id
         record = {f"train/{name}": value for name, value in losses.items()}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"val/baseline_{k}": v for k, v in baseline.items()})
@@ -273,10 +273,10 @@ class RunWriter:
         improved = self.criterion == "last" or val[self.criterion] < progress.selected.get(self.criterion, math.inf)
         if improved:
             progress.selected = {"epoch": epoch + 1, "criterion": cfg.select, **val}
-        payload = checkpoint_payload(self.run, self.data, objective, progress, steps, self.trained_on)
+        saved = to_checkpoint(self.run, self.data, objective, progress, steps, self.trained_on)
         if improved:
-            checkpoint.save(self.work_dir / SELECTED, payload)
-        checkpoint.save(self.work_dir / LAST, payload)  # last: a kill after this line loses nothing
+            saved.save(self.work_dir / SELECTED)
+        saved.save(self.work_dir / LAST)  # last: a kill after this line loses nothing
         self._log(record)
         print(f"{model_id} epoch {progress.epoch}/{cfg.epochs}: val ab-L1 {val['ab_l1']:.4f} "
               f"(grayscale {baseline['ab_l1']:.4f}), |Δab| {val['ab_error']:.2f} "
@@ -305,16 +305,14 @@ class RunWriter:
         return {**summary, "train_split": "streamed" if streamed else "resident"}
 
 
-def checkpoint_payload(run: dict[str, Any], data: dict[str, str], objective: Objective, progress: Progress,
-                       steps: int, trained_on: str) -> dict[str, Any]:
-    """What a checkpoint holds (see :mod:`colorstudy.checkpoint`)."""
+def to_checkpoint(run: RunSpec, data: dict[str, str], objective: Objective, progress: Progress,
+                  steps: int, trained_on: str) -> Checkpoint:
+    """The run as it stands after ``progress.epoch`` epochs."""
     D, opt_d = objective.discriminator, objective.opt_d
-    return {
-        "model_id": run["model_id"], "architecture": run["generator"], "arch_kwargs": run["arch_kwargs"],
-        "run": run, "data": data, "epoch": progress.epoch, "step": progress.epoch * steps,
-        "generator": unwrap(objective.generator).state_dict(), "opt_g": objective.opt_g.state_dict(),
-        "discriminator": D.state_dict() if D is not None else None,
-        "opt_d": opt_d.state_dict() if opt_d is not None else None,
-        "selected": progress.selected, "history": progress.history, "provenance": objective.provenance,
-        "torch_version": str(torch.__version__), "trained_on": trained_on,
-    }
+    return Checkpoint(
+        model_id=run.model_id, architecture=run.generator, arch_kwargs=run.arch_kwargs, run=run, data=data,
+        epoch=progress.epoch, step=progress.epoch * steps, generator=unwrap(objective.generator).state_dict(),
+        opt_g=objective.opt_g.state_dict(), discriminator=D.state_dict() if D is not None else None,
+        opt_d=opt_d.state_dict() if opt_d is not None else None, selected=progress.selected,
+        history=progress.history, provenance=objective.provenance, torch_version=str(torch.__version__),
+        trained_on=trained_on)

@@ -103,6 +103,21 @@ def _shown(key: str, value: Any, image_size: int) -> str:
     return _param_value(value)
 
 
+def _joined(values: list[str]) -> str:
+    return "(" + ", ".join(values) + ")" if len(values) > 1 else values[0]
+
+
+def _reference_value(keys: tuple[str, ...]) -> str:
+    return _joined([_shown(k, REFERENCE_SETTINGS[k], REFERENCE_SETTINGS["data.image_size"]) for k in keys])
+
+
+def reference_line() -> str:
+    """Every reference setting in one sentence, for the report's prose."""
+    parts = [f"{label.split(' (`')[0]} {_reference_value(keys)}" for label, keys in _ROWS]
+    return (f"Reference study: {', '.join(parts)}, ResNet-34 encoder weights "
+            f"{REFERENCE_SETTINGS['models.resnet_unet.arch.weights']}.")
+
+
 def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this run, reference study)`` for every setting that differs from docs/study.md."""
     ours, ref = _settings(params), REFERENCE_SETTINGS
@@ -110,8 +125,7 @@ def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for label, keys in _ROWS:
         mine = [_shown(k, ours[k], size) for k in keys]
-        theirs = [_shown(k, ref[k], ref_size) for k in keys]
-        rows.append((label, *(("(" + ", ".join(v) + ")") if len(keys) > 1 else v[0] for v in (mine, theirs))))
+        rows.append((label, _joined(mine), _reference_value(keys)))
     for model_id, spec in (params.get("models") or {}).items():
         if isinstance(spec, dict) and spec.get("generator") == "resnet_unet":
             weights = (spec.get("arch") or {}).get("weights", "random")

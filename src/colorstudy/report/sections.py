@@ -39,6 +39,7 @@ from colorstudy.report.reference import (
     PUBLISHED_METRICS,
     REFERENCE_DATA,
     differing_params,
+    reference_line,
 )
 
 TABLE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -285,9 +286,7 @@ def _what_was_run(doc: Doc, inp: ReportInputs) -> None:
         doc.table(["setting", "this run", "reference study"], [list(d) for d in diffs])
     else:
         doc.para("None: this run uses the reference study's settings.")
-    doc.para("Reference: Adam lr 2e-4, betas (0.5, 0.999), batch 64, 50 epochs (constant for 25, then linear "
-             "decay to zero), seed 42, 256×256, generator width 64, 70×70 PatchGAN (width 64) with BCE, "
-             "ImageNet backbones; λ L1 100, λ perceptual 10, λ adversarial 1.")
+    doc.para(reference_line())
     doc.heading(3, "Versions and how to reproduce")
     trained_on = sorted({str(r.summary.get("checkpoint", {}).get("trained_on", "not recorded")) for r in models})
     doc.bullets([f"Python {platform.python_version()}", f"torch {torch.__version__}",
