@@ -268,3 +268,13 @@ def test_the_readme_command_for_the_full_study_is_the_reference_settings():
     assert set(given) == set(differing)
     for key, text in given.items():
         assert yaml.safe_load(text) == differing[key], key
+
+
+def test_the_models_table_shows_each_objective_with_its_resolved_weights():
+    from colorstudy.report.phrases import objective_text
+
+    params = load_params(ROOT / "params.yaml")
+    assert objective_text(params, "C_L1_LOW") == "l1 50, perceptual 10, adversarial 1"  # its override
+    assert objective_text(params, "A") == "l1 100"  # the global λ
+    # a params file without the global sections still names the declared terms
+    assert objective_text({"models": {"X": {"generator": "unet", "terms": ["l1"]}}, "trian": {}}, "X") == "l1"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from colorstudy.config import DataParams
+from colorstudy.config import DataParams, ParamsError
 from colorstudy.data.splits import FIXED_SPLIT_DATASETS
 from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
@@ -18,12 +18,12 @@ from colorstudy.report.inputs import ARROWS, ModelResult, backbone_label, displa
 
 
 def objective_text(params: dict[str, Any], model_id: str) -> str:
-    try:
-        from colorstudy.study import resolve_model
+    from colorstudy.study import resolve_model
 
-        terms = resolve_model(params, model_id)["terms"]
+    try:
+        terms = resolve_model(params, model_id).terms
         return ", ".join(f"{t} {w:g}" for t, w in terms.items())
-    except Exception:  # noqa: BLE001  (a partial params file: show the declared terms)
+    except ParamsError:  # a partial params file: show the declared terms
         spec = (params.get("models") or {}).get(model_id) or {}
         return ", ".join(spec.get("terms", [])) or "?"
 
