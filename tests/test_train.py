@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from colorstudy.checkpoint import Checkpoint
+from colorstudy.checkpoint import Checkpoint, CheckpointError
 from colorstudy.losses import L1Loss
 from colorstudy.study import RunSpec, resolve_model
 from colorstudy.objective import NonFiniteLossError
@@ -236,4 +236,24 @@ def test_a_split_over_the_memory_budget_streams_and_trains_the_same_weights(face
 def test_a_train_split_smaller_than_one_batch_is_refused(faces_shards, study_params, tmp_path):
     study_params["train"]["batch_size"] = 4096
     with pytest.raises(ValueError, match=r"at least train.batch_size=4096 images"):
+        _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+
+
+def test_a_run_begun_on_another_machine_kind_is_not_resumed(faces_shards, study_params, tmp_path, capsys):
+    """A checkpoint's trained_on must stay true: a run is not continued on another kind of machine."""
+    study_params["train"].update(epochs=2, decay_epochs=0)
+    run = resolve_model(study_params, "A")
+    _train(dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=1)), faces_shards, tmp_path)
+    elsewhere = dataclasses.replace(Checkpoint.load(tmp_path / "models/last.pt"), run=run, trained_on="another CPU")
+    elsewhere.save(tmp_path / "models/last.pt")  # resumable for `run`, but begun elsewhere
+    capsys.readouterr()
+    _train(run, faces_shards, tmp_path)
+    assert "resuming" not in capsys.readouterr().out
+    assert Checkpoint.load(tmp_path / "models/last.pt").trained_on == machine_kind(torch.device("cpu"))
+
+
+def test_an_unreadable_resume_point_names_the_file_to_delete(faces_shards, study_params, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/last.pt").write_bytes(b"half a file")
+    with pytest.raises(CheckpointError, match=r"delete .*last.pt to train A from the start"):
         _train(resolve_model(study_params, "A"), faces_shards, tmp_path)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from colorstudy.checkpoint import Checkpoint
+from colorstudy.checkpoint import Checkpoint, CheckpointError
 from colorstudy.config import TrainParams
 from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_split
 from colorstudy.data.shards import LabShards
@@ -136,13 +136,18 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def try_resume(path: Path, run: RunSpec, data: dict[str, str], objective: Objective,
+def try_resume(path: Path, run: RunSpec, data: dict[str, str], trained_on: str, objective: Objective,
                device: torch.device) -> Progress | None:
-    """Restore a run of exactly this spec on exactly these data from ``path``, if there is one."""
+    """Restore a run of exactly this spec on exactly these data from ``path``, if there is
+    one, begun on this kind of machine: the checkpoint's ``trained_on`` must stay true."""
     if not path.exists():
         return None
-    saved = Checkpoint.load(path, map_location=device)
-    if saved.run != run or saved.data != data or saved.opt_g is None:
+    try:
+        saved = Checkpoint.load(path, map_location=device)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; it is an unfinished run's resume point: delete {path} to train "
+                              f"{run.model_id} from the start") from e
+    if saved.run != run or saved.data != data or saved.opt_g is None or saved.trained_on != trained_on:
         return None
     objective.generator.load_state_dict(saved.generator)
     objective.opt_g.load_state_dict(saved.opt_g)
@@ -211,12 +216,13 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
         objective = build_objective(run, device)
         work_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
         data = {"shards_sha256": shards.fingerprint()}
-        progress = try_resume(work_dir / LAST, run, data, objective, device) or Progress(
+        trained_on = machine_kind(device)
+        progress = try_resume(work_dir / LAST, run, data, trained_on, objective, device) or Progress(
             selected={"epoch": -1, "criterion": cfg.select})
         if progress.epoch and group.is_main:
             print(f"{model_id}: resuming after epoch {progress.epoch} from {work_dir / LAST}")
         objective.generator = wrap_generator(objective.generator, group, device)
-        writer = (RunWriter(run, cfg, data, work_dir, Path(log_dir), progress, machine_kind(device))
+        writer = (RunWriter(run, cfg, data, work_dir, Path(log_dir), progress, trained_on)
                   if group.is_main else None)
         baseline = grayscale_baseline(val_data, cfg.batch_size)
         steps = len(train_data) // cfg.batch_size
