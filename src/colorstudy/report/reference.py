@@ -120,15 +120,14 @@ def reference_line() -> str:
 
 def differing_params(params: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this run, reference study)`` for every setting that differs from docs/study.md."""
-    ours, ref = _settings(params), REFERENCE_SETTINGS
-    size, ref_size = ours["data.image_size"], ref["data.image_size"]
+    ours = _settings(params)
     rows: list[tuple[str, str, str]] = []
     for label, keys in _ROWS:
-        mine = [_shown(k, ours[k], size) for k in keys]
+        mine = [_shown(k, ours[k], ours["data.image_size"]) for k in keys]
         rows.append((label, _joined(mine), _reference_value(keys)))
     for model_id, spec in (params.get("models") or {}).items():
         if isinstance(spec, dict) and spec.get("generator") == "resnet_unet":
             weights = (spec.get("arch") or {}).get("weights", "random")
             rows.append((f"{model_id}: ResNet-34 encoder weights (`models.{model_id}.arch.weights`)", weights,
-                         ref["models.resnet_unet.arch.weights"]))
+                         REFERENCE_SETTINGS["models.resnet_unet.arch.weights"]))
     return [row for row in rows if row[1] != row[2]]
