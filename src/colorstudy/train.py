@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,25 @@ def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
     return min(1.0, (total_steps - step) / decay_steps)
 
 
+def epoch_inputs(data: SplitData, order: torch.Tensor, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
+    """The L of the epoch's ``steps`` global batches of ``order``, unaugmented: what
+    :func:`recalibrate_batchnorm` must average over.
+
+    Why these batches and not the split in stored order: a BatchNorm's running variance
+    is the mean of per-batch variances, and batches of consecutive stored images (one
+    class of a folder laid out by class, or crops of one photo) vary less than the
+    shuffled batches the weights were trained on, so eval mode would normalize with a
+    variance training never saw (seen: a class-sorted folder's C scored worse than gray).
+    Reusing the epoch's own permutation draws no RNG, so resumed runs stay exact; rank 0
+    takes whole global batches, so under DDP the statistics are a single process's.
+    """
+    return (L for L, _ in EpochBatches(data, order, batch_size, steps))
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> None:
     """Set every BatchNorm's running statistics to the exact average over the L ``batches``
-    at the current weights.
+    at the current weights (in training, :func:`epoch_inputs`: batches as training draws them).
 
     Why: eval mode normalizes with running averages (momentum 0.1) of statistics the
     weights had many steps ago. Early in training, with pix2pix's N(0, 0.02) init, the
@@ -191,8 +206,8 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
 
     Writes ``last.pt`` every epoch (the resume point) and ``selected.pt``, the
     checkpoint ``train.select`` picks (the last epoch, or the best by a validation
-    metric), into ``resume_dir``; BatchNorm statistics are re-estimated on the
-    training split before every validation and save. When training ends it copies both to
+    metric), into ``resume_dir``; BatchNorm statistics are re-estimated on the epoch's
+    training batches before every validation and save. When training ends it copies both to
     ``out_dir`` and removes ``resume_dir``. The pipeline keeps ``resume_dir`` outside
     the stage's declared output: DVC deletes a declared output before it reruns the
     stage, and a persisted one (which it would keep) turns off its run-cache, so this
@@ -235,7 +250,7 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
             losses = train_epoch(objective, cfg, batches, gen, epoch, model_id, device, group)
             if writer is not None:  # rank 0; the others wait at the barrier
                 generator = unwrap(objective.generator)
-                recalibrate_batchnorm(generator, (L for L, _ in train_data.chunks(cfg.batch_size)), device)
+                recalibrate_batchnorm(generator, epoch_inputs(train_data, order, cfg.batch_size, steps), device)
                 val = validate(generator, val_data.chunks(cfg.batch_size), device)
                 writer.end_epoch(objective, epoch, steps, losses, val, baseline)
             barrier(group)
