@@ -14,6 +14,9 @@ which train-mode BatchNorm ignores, and draws no RNG.
 
     python benchmarks/batchnorm_order.py [--models A C] [--faces 750] [--flowers 750]
         [--size 64] [--epochs 6] [--work /tmp/bn-order]
+    # the faces study's setting (one class; its committed checkpoints are not kept):
+    python benchmarks/batchnorm_order.py --folder ../shared/datasets/faces --holdout 0.15 \
+        --epochs 16 --work /tmp/bn-order-faces
 """
 
 from __future__ import annotations
@@ -71,10 +74,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bn-order"))
+    ap.add_argument("--folder", type=Path, help="photos to use as they are stored (default: the class-sorted set)")
+    ap.add_argument("--holdout", type=float, default=0.1, help="val and test fraction each")
     args = ap.parse_args()
 
-    photos = class_sorted_folder(args.work / "photos", args.faces, args.flowers)
-    data = DataParams(dataset="folder", path=str(photos), image_size=args.size)
+    photos = args.folder or class_sorted_folder(args.work / "photos", args.faces, args.flowers)
+    data = DataParams(dataset="folder", path=str(photos), image_size=args.size, val_fraction=args.holdout,
+                      test_fraction=args.holdout)
     shards_dir = args.work / "shards"
     if not (shards_dir / "manifest.parquet").exists():
         materialize(args.work / "raw", data)
@@ -85,7 +91,8 @@ def main() -> None:
     params["data"]["image_size"] = args.size
     params["train"].update(epochs=args.epochs, decay_epochs=args.epochs // 2, device="cpu")
     gray = val.ab.abs().mean().item()
-    results = {"photos": {"faces": args.faces, "flowers": args.flowers}, "image_size": args.size,
+    results = {"photos": str(args.folder) if args.folder else {"faces": args.faces, "flowers": args.flowers},
+               "image_size": args.size,
                "epochs": args.epochs, "train": len(train), "val": len(val), "gray_val_ab_l1": gray, "models": {}}
     for model_id in args.models:
         run = resolve_model(params, model_id)

@@ -41,3 +41,27 @@ def test_a_bad_run_spec_is_one_line_naming_the_key(tmp_path):
 def test_an_unknown_model_id_is_one_line_listing_the_ids(tmp_path):
     done = _run(str(ROOT / "stages/resolve.py"), "Z", str(tmp_path / "Z.json"))
     assert done.returncode == 1 and done.stderr.startswith("resolve: models: no study id 'Z'; ids: [")
+
+
+def _imported(done: subprocess.CompletedProcess) -> set[str]:
+    """Top-level packages a ``python -X importtime`` run imported."""
+    return {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize(("model_id", "needs_torchvision"), [("A", False), ("E", True)])
+def test_training_imports_torchvision_only_for_a_backbone(faces_shards, study_params, tmp_path, model_id,
+                                                          needs_torchvision):
+    """torchvision takes seconds to import: an L1-only model's train stage never pays it;
+    the perceptual term's VGG16 does (the control that the check sees imports at all)."""
+    from colorstudy.study import resolve_model
+
+    study_params["train"].update(epochs=1, decay_epochs=0)
+    resolve_model(study_params, model_id).write(tmp_path / "spec.json")
+    done = _run("-X", "importtime", str(ROOT / "stages/train.py"), str(tmp_path / "spec.json"), str(faces_shards),
+                str(tmp_path / "models"), str(tmp_path / "logs"), str(tmp_path / "resume"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = _imported(done)
+    assert "torch" in imported and "dvclive" in imported
+    assert ("torchvision" in imported) == needs_torchvision
+    assert not imported & {"lpips", "pytorch_fid", "matplotlib"}

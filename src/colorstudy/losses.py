@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from colorstudy import lab
@@ -81,6 +80,8 @@ class PerceptualLoss(LossTerm):
         taps = sorted(VGG16_TAPS[name] for name in self.layers)
         # Fetch (or fail on) the weights before building the network: fails fast, offline.
         state, self.provenance = load_state_dict("vgg16", weights)
+        import torchvision  # here: seconds to import, and only the perceptual term needs it
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_BACKBONE_SEED)
             features = torchvision.models.vgg16(weights=None).features[: taps[-1] + 1]
