@@ -61,7 +61,7 @@ def class_sorted_folder(out: Path, faces: int, flowers: int) -> Path:
     return out
 
 
-def val_ab_l1(generator: torch.nn.Module, train: ResidentSplit, val: ResidentSplit, batches, batch_size: int) -> float:
+def val_ab_l1(generator: torch.nn.Module, val: ResidentSplit, batches, batch_size: int) -> float:
     recalibrate_batchnorm(generator, batches, torch.device("cpu"))
     return validate(generator, val.chunks(batch_size), torch.device("cpu"))["ab_l1"]
 
@@ -105,8 +105,8 @@ def main() -> None:
         last_epoch = run.train.epochs - 1
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(run.train.seed * 1000 + last_epoch))
         results["models"][model_id] = {
-            "stored_order": val_ab_l1(generator, train, val, (L for L, _ in train.chunks(b)), b),
-            "as_drawn": val_ab_l1(generator, train, val, epoch_inputs(train, order, b, steps), b),
+            "stored_order": val_ab_l1(generator, val, (L for L, _ in train.chunks(b)), b),
+            "as_drawn": val_ab_l1(generator, val, epoch_inputs(train, order, b, steps), b),
             "train_seconds": round(time.perf_counter() - start, 1),
         }
         print(model_id, json.dumps(results["models"][model_id]), flush=True)
