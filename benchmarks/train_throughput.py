@@ -10,10 +10,12 @@ runs again in bf16 autocast with channels_last tensors.
         [--peak-gflops-per-core X]
 
 Each row also gives GFLOP/s (``torch.utils.flop_counter`` over one step: forward,
-backward, no Adam) and that as a share of the CPU's fp32 FMA peak for the threads used:
-cores x FMA pipes (2) x fp32 lanes (8 on AVX2 and on Zen 4's AVX-512, 16 on an Intel
-AVX-512 core) x 2 x the clock /proc/cpuinfo reports; an estimate (turbo clocks differ),
-``--peak-gflops-per-core`` overrides it. The last rows time the perceptual term's VGG16
+backward, no Adam) and that as a share of the peak for the threads used, which is the
+faster of a 2048x2048 fp32 matmul and a 3x3 256-channel convolution measured here (the
+practical peak: the nominal one needs the turbo clock, which /proc/cpuinfo does not
+report; the header also prints the nominal estimate at the reported clock: FMA pipes (2) x fp32 lanes (8 on AVX2 and on Zen 4's
+AVX-512, 16 on an Intel AVX-512 core) x 2 x clock). ``--peak-gflops-per-core`` overrides
+the measured peak. The last rows time the perceptual term's VGG16
 (to relu3_3, on the predicted and the true image, backward through the predicted one).
 """
 
@@ -23,6 +25,7 @@ import argparse
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +43,25 @@ def arch_kwargs(name: str, size: int, width: int) -> dict[str, int]:
     return kwargs
 
 
+def measured_peak_gflops(repeats: int = 5) -> float:
+    """The practical fp32 peak on the threads set: the faster of a 2048x2048 matmul and a
+    3x3, 256-channel convolution (oneDNN's convolutions outrun the matmul library here),
+    each the best of ``repeats``."""
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    x, w = torch.rand(16, 256, 32, 32), torch.rand(256, 256, 3, 3)
+    work = ((lambda: a @ b, 2 * 2048**3), (lambda: F.conv2d(x, w, padding=1), 2 * 16 * 256 * 256 * 9 * 32 * 32))
+    best = 0.0
+    for fn, flops in work:
+        fn()  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def cpu_peak_gflops_per_core() -> float | None:
-    """fp32 FMA peak of one core from /proc/cpuinfo (see the module docstring); None if unknown."""
+    """Nominal fp32 FMA peak of one core at the clock /proc/cpuinfo reports; None if unknown."""
     try:
         info = open("/proc/cpuinfo").read()
     except OSError:
@@ -53,14 +73,30 @@ def cpu_peak_gflops_per_core() -> float | None:
     return 2 * lanes * 2 * max(mhz) / 1000
 
 
-def step_flops(model: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor) -> int:
-    """FLOPs of one forward + backward (the optimizer's elementwise work is not counted)."""
+def counted_flops(fn: Callable[[], None]) -> int:
+    """FLOPs ``fn`` runs (matmuls and convolutions, forward and backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        F.mse_loss(model(L).float(), ab).backward()
-    model.zero_grad(set_to_none=True)
+        fn()
     return counter.get_total_flops()
+
+
+def images_per_second(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """After one warm-up step (allocator, oneDNN/cuDNN algorithm choice, Adam state), the
+    median of ``steps`` timed steps: a shared CPU makes single steps spike, and the mean
+    would follow them."""
+    step()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return BATCH / statistics.median(times)
 
 
 def vgg_term(size: int, steps: int) -> tuple[float, int]:
@@ -75,16 +111,8 @@ def vgg_term(size: int, steps: int) -> tuple[float, int]:
     def step() -> None:
         loss_fn(L, pred * 2 - 1, ab).backward()
 
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return BATCH / statistics.median(times), counter.get_total_flops()
+    flops = counted_flops(step)
+    return images_per_second(step, steps, torch.device("cpu")), flops
 
 
 def throughput(name: str, size: int, width: int, steps: int, device: torch.device, bf16: bool) -> tuple[float, int]:
@@ -103,19 +131,12 @@ def throughput(name: str, size: int, width: int, steps: int, device: torch.devic
         loss.backward()
         optimizer.step()
 
-    flops = step_flops(model, L, ab) if device.type == "cpu" else 0
-    step()  # warm-up: allocator, oneDNN/cuDNN algorithm choice, Adam state
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    # the median step: a shared CPU makes single steps spike, and the mean would follow them
-    return BATCH / statistics.median(times), flops
+    def forward_backward() -> None:  # the counted work: Adam's elementwise updates are not
+        F.mse_loss(model(L).float(), ab).backward()
+        model.zero_grad(set_to_none=True)
+
+    flops = counted_flops(forward_backward) if device.type == "cpu" else 0
+    return images_per_second(step, steps, device), flops
 
 
 def main() -> None:
@@ -127,8 +148,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=sorted(GENERATORS), help="generators to time")
     parser.add_argument("--peak-gflops-per-core", type=float, default=None, help="fp32 peak of one core")
     args = parser.parse_args()
-    per_core = args.peak_gflops_per_core or cpu_peak_gflops_per_core()
-    peak = per_core * args.threads if per_core else None
+    nominal = cpu_peak_gflops_per_core()
     if min(args.steps, args.big_steps, args.threads) < 1:
         parser.error("--steps, --big-steps and --threads must be at least 1")
     torch.set_num_threads(args.threads)
@@ -137,12 +157,14 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
         runs += [(torch.device("cuda"), False), (torch.device("cuda"), True)]
+    peak = args.peak_gflops_per_core * args.threads if args.peak_gflops_per_core else measured_peak_gflops()
     print(f"torch {torch.__version__}, {args.threads} CPU threads, batch {BATCH}, Adam + MSE; images/s, "
-          f"GFLOP/s and share of the fp32 peak ({f'{peak:.0f} GFLOP/s' if peak else 'unknown'}) on the CPU")
+          f"GFLOP/s and share of the peak: {peak:.0f} GFLOP/s (measured here: the faster of a matmul and a convolution; nominal at the "
+          f"reported clock: {f'{nominal * args.threads:.0f}' if nominal else 'unknown'}) on the CPU")
 
     def row(label: str, size: int, width: int | str, name: str, rate: float, flops: int) -> None:
         gflops = flops * rate / BATCH / 1e9
-        share = f"{gflops / peak:6.1%}" if peak and flops else "     -"
+        share = f"{gflops / peak:6.1%}" if flops else "     -"
         print(f"{label:24s} {size:>3d}x{size:<3d} width {width!s:<2s} {name:12s} {rate:9.3g} "
               f"{gflops:8.1f} {share}", flush=True)
 

@@ -87,10 +87,12 @@ def _batch_statistics_gap(model: torch.nn.Module, data: ResidentSplit) -> float:
     with torch.no_grad():
         evaluated = model(data.L)
         for m in norms:  # normalize by the batch itself, leaving the running statistics alone
-            m.train(), setattr(m, "track_running_stats", False)
+            m.train()
+            m.track_running_stats = False
         batch = model(data.L)
         for m in norms:
-            m.eval(), setattr(m, "track_running_stats", True)
+            m.eval()
+            m.track_running_stats = True
     return ((evaluated - batch).abs().mean() / batch.abs().mean()).item()
 
 
