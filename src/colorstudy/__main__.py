@@ -1,7 +1,7 @@
 """The command line: ``python -m colorstudy <command>`` (or the ``colorstudy`` script).
 
-The DVC stages have their own scripts under ``stages/``; this is for people who use
-the trained models, not the pipeline.
+The DVC stages have their own scripts under ``stages/``; ``colorize`` is for people who
+use the trained models, ``repro`` runs the pipeline's independent stages side by side.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from tqdm import tqdm
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
 # argparse prints these as they are, so they are plain text (the docstrings are RST).
-DESCRIPTION = ("Use the study's trained colorization models on your own photos. "
-               "The DVC pipeline stages have their own scripts under stages/.")
+DESCRIPTION = ("Use the study's trained colorization models on your own photos (colorize), or reproduce "
+               "the study with independent stages side by side (repro). The DVC pipeline stages have their "
+               "own scripts under stages/.")
 EPILOG = "exit status: 0 no photo failed (skipped ones included), 1 some photos failed, 2 nothing could start"
 
 
@@ -90,11 +91,48 @@ def _colorize(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
+def _add_repro(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "repro", help="dvc repro, with independent stages (trainings, evaluations) N at a time",
+        description="Reproduce the pipeline as `dvc repro` does, running independent stages side by side, "
+                    "each pinned to its own device (a GPU each when there are GPUs, else an equal share of the "
+                    "CPU cores). DVC decides what runs and writes dvc.lock, the cache and the run-cache; the "
+                    "outputs are the bytes a sequential `dvc repro` writes. Logs: logs/repro/.",
+        epilog="exit status: 0 every stage up to date, 1 a stage failed (the others finished and are recorded), "
+               "2 nothing could start")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="stages to reproduce (default: the whole dvc.yaml)")
+    p.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                   help="stages at a time (default: one per GPU, else one per CPU core)")
+    p.add_argument("--dvc-arg", action="append", default=[], metavar="ARG",
+                   help="passed on to every `dvc repro` (e.g. --dvc-arg=--no-run-cache); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_repro)
+
+
+def _repro(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dvc.exceptions import DvcException
+
+    from colorstudy.parallel import ReproError, StageFailed, repro
+
+    try:
+        repro(Path.cwd(), args.targets, args.jobs, args.dvc_arg, progress=not args.no_progress)
+    except StageFailed as e:
+        print(f"colorstudy repro: {e}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except (ReproError, DvcException) as e:
+        print(f"colorstudy repro: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorstudy", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_colorize(commands)
+    _add_repro(commands)
     return parser
 
 
