@@ -8,6 +8,7 @@ runs again in bf16 autocast with channels_last tensors.
 
     python benchmarks/train_throughput.py [--steps 5] [--big-steps 2] [--threads 2] [--skip-full]
         [--peak-gflops-per-core X]
+    python benchmarks/train_throughput.py --adam --threads 1   # Adam for-loop vs foreach, channels_last
 
 Each row also gives GFLOP/s (``torch.utils.flop_counter`` over one step: forward,
 backward, no Adam) and that as a share of the peak for the threads used, which is the
@@ -115,12 +116,14 @@ def vgg_term(size: int, steps: int) -> tuple[float, int]:
     return images_per_second(step, steps, torch.device("cpu")), flops
 
 
-def throughput(name: str, size: int, width: int, steps: int, device: torch.device, bf16: bool) -> tuple[float, int]:
-    """images/s, and FLOPs of one forward + backward on the CPU (0 on a GPU)."""
+def throughput(name: str, size: int, width: int, steps: int, device: torch.device, bf16: bool,
+               foreach: bool | None = True, channels_last: bool | None = None) -> tuple[float, int]:
+    """images/s, and FLOPs of one forward + backward on the CPU (0 on a GPU). Adam as training
+    builds it (foreach) unless ``foreach`` says otherwise; channels_last with bf16 unless told."""
     torch.manual_seed(0)
-    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    memory_format = torch.channels_last if (bf16 if channels_last is None else channels_last) else torch.contiguous_format
     model = build_generator(name, **arch_kwargs(name, size, width)).to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=foreach)
     L = (torch.rand(BATCH, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     ab = (torch.rand(BATCH, 2, size, size, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
@@ -139,6 +142,20 @@ def throughput(name: str, size: int, width: int, steps: int, device: torch.devic
     return images_per_second(step, steps, device), flops
 
 
+def adam_and_layout(steps: int, repeats: int = 3) -> None:
+    """The default U-Net (64x64, width 16) with Adam's for-loop or foreach update, contiguous or
+    channels_last tensors, interleaved ``repeats`` times (best kept: the machine may be shared)."""
+    variants = {"Adam for-loop": (False, False), "Adam foreach": (True, False),
+                "foreach + channels_last": (True, True)}
+    best = dict.fromkeys(variants, 0.0)
+    for _ in range(repeats):
+        for label, (foreach, channels_last) in variants.items():
+            rate, _ = throughput("unet", 64, 16, steps, torch.device("cpu"), False, foreach, channels_last)
+            best[label] = max(best[label], rate)
+    for label, rate in best.items():
+        print(f"unet 64x64 width 16, {label:24s} {rate:7.1f} images/s  {rate / best['Adam for-loop']:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps at 64x64, width 16")
@@ -147,11 +164,16 @@ def main() -> None:
     parser.add_argument("--skip-full", action="store_true", help="only the 64x64 width-16 setting")
     parser.add_argument("--only", nargs="*", default=sorted(GENERATORS), help="generators to time")
     parser.add_argument("--peak-gflops-per-core", type=float, default=None, help="fp32 peak of one core")
+    parser.add_argument("--adam", action="store_true",
+                        help="only the default U-Net with Adam's for-loop vs foreach update, and channels_last")
     args = parser.parse_args()
     nominal = cpu_peak_gflops_per_core()
     if min(args.steps, args.big_steps, args.threads) < 1:
         parser.error("--steps, --big-steps and --threads must be at least 1")
     torch.set_num_threads(args.threads)
+    if args.adam:
+        adam_and_layout(max(args.steps, 10))
+        return
 
     runs = [(torch.device("cpu"), False)]
     if torch.cuda.is_available():

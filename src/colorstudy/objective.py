@@ -6,6 +6,7 @@ fake, then G). Under data parallelism DDP averages G's gradients and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,9 +66,13 @@ def build_objective(run: RunSpec, device: torch.device) -> Objective:
     generator = build_generator(run.generator, **run.arch_kwargs).to(device)
     generator = generator.to(memory_format=torch.channels_last) if device.type == "cuda" else generator
     betas = (cfg.beta1, cfg.beta2)
+    # foreach: one multi-tensor kernel per Adam update instead of a loop over ~60 parameter
+    # tensors; PyTorch picks it by default only on CUDA. On one CPU thread it made a default
+    # U-Net step 6 % faster, same bits as the for-loop (benchmarks/train_throughput.py --adam).
+    adam = functools.partial(torch.optim.Adam, lr=cfg.lr, betas=betas, foreach=True)
     # A fixed order: the sum of the terms (float addition) must not depend on whether
     # the spec came from params or from its sorted JSON file.
-    objective = Objective(generator, torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas),
+    objective = Objective(generator, adam(generator.parameters()),
                           terms=dict(sorted(run.terms.items())), losses={},
                           provenance={"generator": getattr(generator, "provenance", {})})
     for name in objective.terms:
@@ -81,7 +86,7 @@ def build_objective(run: RunSpec, device: torch.device) -> Objective:
             assert a is not None and a.layers != "auto"  # RunSpec: present with the term, depth resolved
             objective.losses[name] = build_loss(name, mode=a.mode).to(device)
             objective.discriminator = build_discriminator("patchgan", width=a.width, layers=a.layers).to(device)
-            objective.opt_d = torch.optim.Adam(objective.discriminator.parameters(), lr=cfg.lr, betas=betas)
+            objective.opt_d = adam(objective.discriminator.parameters())
         else:
             objective.losses[name] = build_loss(name).to(device)
     return objective
