@@ -10,7 +10,8 @@ width takes other rounding paths, so trained models' metrics move a little. The 
   was trained on the same kind of machine (checkpoint.trained_on) as the committed model;
   trained on another kind, it is shown, not judged;
 * other trained-model values (fid, colorfulness, selected epoch, rank) are shown when they moved,
-  never failing; a missing or new value or file always fails.
+  never failing; a missing or new value or file always fails, and so does a metric computed
+  in one run only (FID with evaluate.fid_weights=none says "not computed").
 Every git-tracked numbers file is compared (compare.COMPARED_FILES), not only the
 headline metrics that `dvc metrics diff` shows.
 """

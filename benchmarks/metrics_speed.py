@@ -2,6 +2,7 @@
 
     python benchmarks/metrics_speed.py [--images 64] [--size 256] [--repeats 3] [--threads 2]
         [--only {all,kernels,eval}] [--eval-sizes 64,256] [--eval-images 64] [--eval-threads N]
+        [--fid-weights {none,random,imagenet}]
 
 Real photos (the shared Oxford Flowers subset, center crops), "predictions" made by
 shrinking and shifting their ab (what a washed-out colorizer does). Compares:
@@ -21,7 +22,10 @@ shrinking and shifting their ab (what a washed-out colorizer does). Compares:
   (the same random weights, built offline), both at ``evaluate.num_threads`` (params.yaml).
   FID features are of the predictions only on both sides: the ground truth's are computed
   once per study (evaluate_baseline) and reused by every model; a second reference line
-  adds them, as one pytorch-fid run per model would.
+  adds them, as one pytorch-fid run per model would. ``--fid-weights`` (default: params.yaml
+  ``evaluate.fid_weights``) ``none`` leaves FID out on both sides, as the evaluate stage
+  does then. Below each size: the time of LPIPS and of the FID features alone, and their
+  share of ``score_batch``'s.
 
 Times are the best of ``--repeats`` runs (the machine may be shared); torch.compile's
 one-time compilation is timed separately as warm-up.
@@ -88,6 +92,9 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=64)
     parser.add_argument("--eval-threads", type=int, default=None,
                         help="threads of the whole-evaluation comparison (default: params.yaml evaluate.num_threads)")
+    parser.add_argument("--fid-weights", choices=("none", "random", "imagenet"), default=None,
+                        help="FID Inception of the whole-evaluation comparison (default: params.yaml "
+                             "evaluate.fid_weights; none: no FID)")
     args = parser.parse_args()
     if args.only in ("all", "kernels"):
         kernels(args)
@@ -234,8 +241,10 @@ def reference_nets() -> tuple[Any, Any]:
     return lpips_net, metric_nets._fid_inception(None).eval()
 
 
-def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any, truth_features: bool) -> dict[str, np.ndarray]:
-    """Every metric of the set, one image at a time, with the reference implementations."""
+def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any | None,
+                   truth_features: bool) -> dict[str, np.ndarray]:
+    """Every metric of the set, one image at a time, with the reference implementations
+    (``inception=None``: no FID features, as with ``evaluate.fid_weights=none``)."""
     import torch
     from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -244,7 +253,8 @@ def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any, truth_feat
         return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
 
     rows: dict[str, list[Any]] = {k: [] for k in ("psnr", "ssim", "ciede2000", "delta_e76", "colorfulness",
-                                                  "delta_colorfulness", "lpips", "fid_features")}
+                                                  "delta_colorfulness", "lpips",
+                                                  *(("fid_features",) if inception is not None else ()))}
     with torch.no_grad():
         for p, t, p8, t8 in zip(x["pred"], x["true"], x["pred_u8"], x["true_u8"]):
             lt, lp = rgb2lab(t), rgb2lab(p)
@@ -256,6 +266,8 @@ def reference_loop(x: dict[str, Any], lpips_net: Any, inception: Any, truth_feat
             rows["colorfulness"].append(cf)
             rows["delta_colorfulness"].append(abs(cf - numpy_colorfulness(t)))
             rows["lpips"].append(lpips_net(chw(p), chw(t), normalize=True).item())
+            if inception is None:
+                continue
             rows["fid_features"].append(inception(chw(p8) / 255.0)[0].flatten().double().numpy())
             if truth_features:
                 inception(chw(t8) / 255.0)
@@ -273,9 +285,26 @@ def ours(x: dict[str, Any], nets: tuple[Any, Any], batch_size: int) -> dict[str,
         for start in range(0, len(x["L"]), batch_size):
             window = slice(start, start + batch_size)
             s = score_batch(x["L"][window], x["ab_pred"][window], x["ab_true"][window], *nets, truth_features=False)
-            for name, v in {**s.values, "fid_features": s.feats_pred}.items():
+            fid = {"fid_features": s.feats_pred} if s.feats_pred is not None else {}
+            for name, v in {**s.values, **fid}.items():
                 parts.setdefault(name, []).append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def backbone_times(x: dict[str, Any], nets: tuple[Any, Any], batch_size: int, repeats: int) -> dict[str, float]:
+    """Seconds of LPIPS and of the predictions' FID features alone, batched as in ``score_batch``:
+    what share of the evaluation each backbone takes."""
+    import torch
+
+    pred = torch.from_numpy(x["pred"]).permute(0, 3, 1, 2).float()
+    true = torch.from_numpy(x["true"]).permute(0, 3, 1, 2).float()
+    u8 = torch.from_numpy(x["pred_u8"]).permute(0, 3, 1, 2)
+    lpips_net, fid_net = nets
+    times = {"LPIPS": best_of(lambda: [lpips_net(p, t) for p, t in zip(pred.split(batch_size),
+                                                                       true.split(batch_size))], repeats)[0]}
+    if fid_net is not None:
+        times["FID features"] = best_of(lambda: [fid_net(b) for b in u8.split(batch_size)], repeats)[0]
+    return times
 
 
 def whole_evaluation(args: argparse.Namespace) -> None:
@@ -288,13 +317,19 @@ def whole_evaluation(args: argparse.Namespace) -> None:
     params = eval_params()
     threads = args.eval_threads or int(params.get("num_threads", 1))
     make_reproducible(torch.device("cpu"), threads)  # as stages/evaluate.py runs
-    nets = (metric_nets.LPIPSMetric(params["lpips_weights"]), metric_nets.FIDExtractor(params["fid_weights"]))
-    ref_nets = reference_nets()
+    fid_weights = args.fid_weights or params["fid_weights"]
+    fid_net = None if fid_weights == "none" else metric_nets.FIDExtractor(fid_weights)
+    nets = (metric_nets.LPIPSMetric(params["lpips_weights"]), fid_net)
+    ref_lpips, ref_inception = reference_nets()
+    ref_nets = (ref_lpips, ref_inception if fid_net is not None else None)
     n, batch_size = args.eval_images, int(params["batch_size"])
     print(f"\nwhole evaluation set per image, {n} flower photos, {threads} thread(s) "
           f"(params.yaml evaluate.num_threads), evaluate batches of {batch_size}, best of {args.repeats}")
-    print("  FID features: of the predictions only on both sides (the truth's come once per study "
-          "from evaluate_baseline)")
+    if fid_net is None:
+        print("  FID: not computed on either side (evaluate.fid_weights=none)")
+    else:
+        print(f"  FID features ({fid_weights} Inception): of the predictions only on both sides (the truth's "
+              f"come once per study from evaluate_baseline)")
     for size in (int(s) for s in args.eval_sizes.split(",")):
         x = eval_inputs(load_photos(n, size))
         start = time.perf_counter()
@@ -302,13 +337,18 @@ def whole_evaluation(args: argparse.Namespace) -> None:
         cold = time.perf_counter() - start
         t_ours, got = best_of(lambda: ours(x, nets, batch_size), args.repeats)
         t_ref, ref = best_of(lambda: reference_loop(x, *ref_nets, truth_features=False), args.repeats)
-        t_ref2, _ = best_of(lambda: reference_loop(x, *ref_nets, truth_features=True), 1)
         print(f"\n  {size}x{size}:")
-        print(f"    reference loop (skimage, lpips, pytorch-fid; 1 image at a time): {n / t_ref:7.2f} images/s")
+        packages = "skimage, lpips, pytorch-fid" if fid_net is not None else "skimage, lpips"
+        print(f"    reference loop ({packages}; 1 image at a time): {n / t_ref:7.2f} images/s")
         print(f"    colorstudy evaluate.score_batch (batches of {batch_size}):              {n / t_ours:7.2f} images/s"
               f"   speedup {t_ref / t_ours:4.2f}x   (first call {n / cold:.2f} images/s)")
-        print(f"    reference loop + the truth's FID features (1 pytorch-fid run per model): {n / t_ref2:7.2f} "
-              f"images/s   speedup {t_ref2 / t_ours:4.2f}x")
+        if fid_net is not None:
+            t_ref2, _ = best_of(lambda: reference_loop(x, *ref_nets, truth_features=True), 1)
+            print(f"    reference loop + the truth's FID features (1 pytorch-fid run per model): {n / t_ref2:7.2f} "
+                  f"images/s   speedup {t_ref2 / t_ours:4.2f}x")
+        for name, seconds in backbone_times(x, nets, batch_size, args.repeats).items():
+            print(f"    of score_batch's {t_ours:.3f} s, {name} alone: {seconds:.3f} s "
+                  f"({100 * seconds / t_ours:.0f} %)")
         for name, values in ref.items():
             diff = np.abs(got[name] - values).max()
             scale = np.abs(values).max()

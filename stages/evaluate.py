@@ -7,6 +7,8 @@ Usage: python stages/evaluate.py (CHECKPOINT | baseline) SHARDS_DIR OUT_REPORT_D
 OUT_REPORT_DIR gets metrics.json (mean + bootstrap 95% CI of every metric, FID, backbone
 provenance) and per_image.parquet; OUT_PRED_FILE the colorized test images (uint8 npz; the
 baseline's also holds the ground truth's FID features, which --fid-reference reuses).
+With evaluate.fid_weights=none no FID is computed: metrics.json has no `fid`, its
+provenance says so, and --fid-reference (still on the command line) must exist but is not read.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ def main(argv: list[str]) -> int:
         return 1
     write_outputs(result, args.report_dir, args.pred_file)
     s = result.summary
+    # without FID the label alone says so and names the param that turns it on
+    fid = f"FID {s['fid']:.2f} ({s['provenance']['fid']})" if "fid" in s else f"FID {s['provenance']['fid']}"
     print(f"{result.model_id}: {s['n_images']} test images, PSNR {s['psnr']['mean']:.2f} dB, "
-          f"SSIM {s['ssim']['mean']:.4f}, CIEDE2000 {s['ciede2000']['mean']:.2f}, FID {s['fid']:.2f} "
-          f"({s['provenance']['fid']}) -> {args.report_dir}")
+          f"SSIM {s['ssim']['mean']:.4f}, CIEDE2000 {s['ciede2000']['mean']:.2f}, {fid} -> {args.report_dir}")
     return 0
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS, TRAINED_ON,
                                 Comparison, Metrics, compare_runs, flatten_metrics, is_compared, load_metrics)
+from colorstudy.config import FID_NOT_COMPUTED
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "C"  # a trained model with a CI on every test metric
@@ -211,3 +212,53 @@ def test_output_colorfulness_is_informational_its_error_is_not(committed, lock):
     worse = changed(committed, EVAL, f"{stem}.mean",
                     committed[EVAL][f"{stem}.mean"] + 2 * half_width(committed, EVAL, stem))
     assert not compare_runs(committed, worse, lock, lock).passed
+
+
+# -- FID off (evaluate.fid_weights=none) ---------------------------------------------------------
+
+SUMMARY = f"reports/summary/{MODEL}.json"
+
+
+def without_fid(metrics: dict[str, Metrics]) -> dict[str, Metrics]:
+    """The committed run as one with evaluate.fid_weights=none writes it: no `fid` in the
+    evaluations, their provenance and every summary file saying "not computed"."""
+    out = copy.deepcopy(metrics)
+    for path, values in out.items():
+        if path.startswith("reports/eval/"):
+            values.pop("fid", None)
+            values["provenance.fid"] = FID_NOT_COMPUTED
+        elif path.startswith("reports/summary/"):
+            values["fid"] = FID_NOT_COMPUTED
+    return out
+
+
+def test_two_runs_without_fid_compare_equal(committed, lock):
+    off = without_fid(committed)
+    result = compare_runs(off, copy.deepcopy(off), lock, lock)
+    assert result.passed and all(r.status == "ok" for r in result.rows)
+    assert row(result, SUMMARY, "fid").committed == FID_NOT_COMPUTED
+
+
+def test_fid_turned_off_fails_naming_the_setting(committed, lock):
+    """A run without FID against one with it: settings differ, never a rounding difference."""
+    result = compare_runs(committed, without_fid(committed), lock, lock)
+    assert not result.passed
+    assert row(result, EVAL, "fid").status == "FAIL" and row(result, SUMMARY, "fid").status == "FAIL"
+    reasons = result.reasons()
+    assert f"FAIL {EVAL}: fid is missing now: in the reproduced run it is {FID_NOT_COMPUTED}" in reasons
+    assert f"FAIL {SUMMARY}: fid is new (not in the committed run): in the reproduced run it is " \
+           f"{FID_NOT_COMPUTED}" in reasons
+    # and back: the committed run without FID, the reproduced one with it
+    back = compare_runs(without_fid(committed), committed, lock, lock)
+    assert f"FAIL {EVAL}: fid is new (not in the committed run): in the committed run it is {FID_NOT_COMPUTED}" \
+        in back.reasons()
+
+
+def test_a_number_against_not_computed_fails(committed, lock):
+    # e.g. a summary with an ImageNet FID (a number) against one without FID: informational
+    # files would only show a moved value; this one fails
+    with_number = changed(without_fid(committed), SUMMARY, "fid", 12.5)
+    result = compare_runs(with_number, without_fid(committed), lock, lock)
+    assert row(result, SUMMARY, "fid").status == "FAIL"
+    assert f"FAIL {SUMMARY}: fid 12.5 -> {FID_NOT_COMPUTED!r}: computed in one run only, so the runs' settings " \
+           f"differ (not their rounding)" in result.reasons()

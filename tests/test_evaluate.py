@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import runpy
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,7 @@ import yaml
 
 from colorstudy import lab
 from colorstudy.checkpoint import Checkpoint
-from colorstudy.config import DataParams, EvaluateParams
+from colorstudy.config import FID_NOT_COMPUTED, DataParams, EvaluateParams
 from colorstudy.data.preprocess import preprocess
 from colorstudy.data.shards import LabShards
 from colorstudy.data.sources import Source, write_sources
@@ -32,7 +36,9 @@ SIZE = 32
 SPLITS = ["train", "val", "test", "test"]  # face i gets SPLITS[i % 4]: 4 test faces of 10
 N_FACES = 10
 N_TEST = 4
-PARAMS = EvaluateParams(batch_size=3, bootstrap=200, seed=7, device="cpu")  # batches of 3 and 1
+# batches of 3 and 1; FID on (the default is none), so its code path stays tested
+PARAMS = EvaluateParams(batch_size=3, bootstrap=200, seed=7, device="cpu", fid_weights="random")
+NO_FID = dataclasses.replace(PARAMS, fid_weights="none")
 
 
 
@@ -81,12 +87,13 @@ def study_files(tmp_path_factory) -> dict[str, Path]:
     return _CACHE["study"]
 
 
-def evaluated(tmp_path_factory, model_id: str):
-    """The Evaluation of ``model_id`` (A, C or baseline) with PARAMS, computed once."""
-    if model_id not in _CACHE:
+def evaluated(tmp_path_factory, model_id: str, params: EvaluateParams = PARAMS):
+    """The Evaluation of ``model_id`` (A, C or baseline) with ``params`` (PARAMS or NO_FID), computed once."""
+    key = (model_id, params)
+    if key not in _CACHE:
         files = study_files(tmp_path_factory)
-        _CACHE[model_id] = evaluate(files.get(model_id, BASELINE), files["shards"], PARAMS)
-    return _CACHE[model_id]
+        _CACHE[key] = evaluate(files.get(model_id, BASELINE), files["shards"], params)
+    return _CACHE[key]
 
 
 @pytest.fixture
@@ -201,7 +208,7 @@ def run_stage(script: str, args: list[str], cwd: Path, monkeypatch) -> int:
 
 def test_stage_script(study, tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"evaluate": {"batch_size": 4, "bootstrap": 100, "seed": 1, "device": "cpu"}}))
+        {"evaluate": {"batch_size": 4, "bootstrap": 100, "seed": 1, "device": "cpu", "fid_weights": "random"}}))
     args = [BASELINE, str(study["shards"]), "eval/baseline", "preds/baseline.npz"]
     assert run_stage("evaluate.py", args, tmp_path, monkeypatch) == 0
     doc = json.loads((tmp_path / "eval/baseline/metrics.json").read_text())
@@ -209,7 +216,69 @@ def test_stage_script(study, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "eval/baseline/per_image.parquet").is_file() and (tmp_path / "preds/baseline.npz").is_file()
     model = [str(study["A"]), str(study["shards"]), "eval/A", "preds/A.npz", "--fid-reference", "preds/baseline.npz"]
     assert run_stage("evaluate.py", model, tmp_path, monkeypatch) == 0
-    assert json.loads((tmp_path / "eval/A/metrics.json").read_text())["model"] == "A"
+    doc = json.loads((tmp_path / "eval/A/metrics.json").read_text())
+    assert doc["model"] == "A" and math.isfinite(doc["fid"]) and RANDOM_NOTE in doc["provenance"]["fid"]
+    assert f"FID {doc['fid']:.2f} (inception_fid: random init" in capsys.readouterr().out
     assert run_stage("evaluate.py", [str(tmp_path / "missing.pt"), *args[1:]], tmp_path, monkeypatch) == 1
     assert "no checkpoint" in capsys.readouterr().err
     assert run_stage("evaluate.py", args[:2], tmp_path, monkeypatch) == 2
+
+
+# -- FID off (evaluate.fid_weights=none, the default) -------------------------------------------
+
+def test_fid_off_changes_nothing_but_fid(model_result, baseline_result, tmp_path_factory):
+    """No FID: no `fid` key, provenance saying why and how to turn it on, no truth features;
+    every other number, the per-image table and the images are those of a run with FID."""
+    for with_fid in (model_result, baseline_result):
+        off = evaluated(tmp_path_factory, with_fid.model_id, NO_FID)
+        assert "fid" not in off.summary and off.summary["provenance"]["fid"] == FID_NOT_COMPUTED
+        assert off.fid_true_features is None and off.fid_key == ""
+        assert off.summary["aggregation"].endswith("; fid not computed")
+        assert with_fid.summary["aggregation"].endswith("; fid per set")
+        assert "evaluate.fid_weights=imagenet" in FID_NOT_COMPUTED and "random" not in FID_NOT_COMPUTED
+        same = {k: v for k, v in with_fid.summary.items() if k not in ("fid", "provenance", "aggregation")}
+        assert {k: v for k, v in off.summary.items() if k not in ("provenance", "aggregation")} == same
+        assert {k: v for k, v in off.summary["provenance"].items() if k != "fid"} == \
+               {k: v for k, v in with_fid.summary["provenance"].items() if k != "fid"}
+        pd.testing.assert_frame_equal(off.per_image, with_fid.per_image)
+        np.testing.assert_array_equal(off.rgb, with_fid.rgb)
+
+
+def test_fid_off_accepts_a_reference_without_features(baseline_result, study, tmp_path, tmp_path_factory):
+    off = evaluated(tmp_path_factory, BASELINE, NO_FID)
+    write_outputs(off, tmp_path / "baseline", tmp_path / "baseline.npz")
+    with zipfile.ZipFile(tmp_path / "baseline.npz") as zf:  # the baseline's file: images only
+        assert sorted(zf.namelist()) == ["ids.npy", "rgb.npy"]
+    reused = evaluate(study["A"], study["shards"], NO_FID, fid_reference=tmp_path / "baseline.npz")
+    assert reused.summary == evaluated(tmp_path_factory, "A", NO_FID).summary
+    with pytest.raises(FileNotFoundError, match="missing.npz"):  # a wrong path on the command line still fails
+        evaluate(study["A"], study["shards"], NO_FID, fid_reference=tmp_path / "missing.npz")
+    # FID on against a baseline evaluated without it: the clear error, naming the stage to rerun
+    with pytest.raises(ValueError, match="no ground-truth FID features"):
+        evaluate(study["A"], study["shards"], PARAMS, fid_reference=tmp_path / "baseline.npz")
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level packages a ``python -X importtime`` run imported."""
+    return {line.split("|")[-1].strip().split(".")[0] for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_default_params_compute_no_fid_and_never_import_pytorch_fid(study, tmp_path):
+    """The stages as dvc runs them, with params.yaml's default evaluate.fid_weights (none):
+    neither the baseline nor a model (with the --fid-reference dvc.yaml passes) builds an Inception."""
+    assert EvaluateParams().fid_weights == "none"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"batch_size": 4, "bootstrap": 100,
+                                                                       "device": "cpu"}}))
+    runs = {BASELINE: [BASELINE, str(study["shards"]), "eval/baseline", "preds/baseline.npz"],
+            "A": [str(study["A"]), str(study["shards"]), "eval/A", "preds/A.npz", "--fid-reference",
+                  "preds/baseline.npz"]}
+    for model_id, args in runs.items():
+        done = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "stages/evaluate.py"), *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        imported = _imported(done.stderr)
+        assert "lpips" in imported and "pytorch_fid" not in imported, model_id  # lpips: the check sees imports
+        assert f"FID {FID_NOT_COMPUTED} -> eval/{model_id}" in done.stdout
+        doc = json.loads((tmp_path / f"eval/{model_id}/metrics.json").read_text())
+        assert "fid" not in doc and doc["provenance"]["fid"] == FID_NOT_COMPUTED

@@ -10,21 +10,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from colorstudy.config import load_params
+from colorstudy.config import FID_NOT_COMPUTED, load_params
 from colorstudy.evaluate import BASELINE, write_outputs
 from colorstudy.metrics import METRICS
 from colorstudy.report import Doc, ReportError, build_report, differing_params
 
-from test_evaluate import FACES, ROOT, evaluated, run_stage, study_files
+from test_evaluate import FACES, NO_FID, PARAMS, ROOT, evaluated, run_stage, study_files
 
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
 MODELS = ["A", "C"]
 
 
-def two_model_params() -> dict:
+def two_model_params(fid_weights: str = PARAMS.fid_weights) -> dict:
+    """params.yaml with models A and C, its evaluate.fid_weights that of the evaluations read."""
     params = load_params(ROOT / "params.yaml")
     params["models"] = {i: params["models"][i] for i in MODELS}
     params["report"] = {"grid_images": 3, "examples": 1}
+    params["evaluate"]["fid_weights"] = fid_weights
     return params
 
 
@@ -42,16 +44,22 @@ def write_curves(folder: Path, epochs: int, scale: float) -> None:
         path.write_text(f"step\t{leaf}\n" + "".join(f"{k}\t{v}\n" for k, v in enumerate(values)))
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> dict[str, Path]:
+def report_inputs(tmp_path_factory, params=PARAMS) -> dict[str, Path]:
+    """The evaluate stages' outputs for A, C and the baseline (evaluated with ``params``) and training logs."""
     files = study_files(tmp_path_factory)
     root = tmp_path_factory.mktemp("report_inputs")
     for model_id in [*MODELS, BASELINE]:
-        write_outputs(evaluated(tmp_path_factory, model_id), root / "eval" / model_id, root / "pred" / f"{model_id}.npz")
+        write_outputs(evaluated(tmp_path_factory, model_id, params), root / "eval" / model_id,
+                      root / "pred" / f"{model_id}.npz")
     write_curves(root / "train" / "A", 3, 1.0)
     write_curves(root / "train" / "C", 3, 2.0)
     return {"eval": root / "eval", "pred": root / "pred", "shards": files["shards"], "train": root / "train",
             "preprocess": files["root"] / "preprocess.json"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    return report_inputs(tmp_path_factory)
 
 
 def make_report(inputs: dict[str, Path], out: Path, params: dict | None = None):
@@ -278,3 +286,79 @@ def test_the_models_table_shows_each_objective_with_its_resolved_weights():
     assert objective_text(params, "A") == "l1 100"  # the global λ
     # a params file without the global sections still names the declared terms
     assert objective_text({"models": {"X": {"generator": "unet", "terms": ["l1"]}}, "trian": {}}, "X") == "l1"
+
+
+# -- FID off (evaluate.fid_weights=none, the default) -------------------------------------------
+
+TURN_ON = "`evaluate.fid_weights=imagenet`"
+
+
+@pytest.fixture(scope="module")
+def no_fid_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports_no_fid")
+    return out, make_report(report_inputs(tmp_path_factory, NO_FID), out, two_model_params("none"))
+
+
+def test_report_without_fid_says_not_computed_and_how_to_turn_it_on(no_fid_report):
+    md = no_fid_report[0].joinpath("report.md").read_text()
+    shown = "not computed (`evaluate.fid_weights=none`; set `evaluate.fid_weights=imagenet` to compute it)"
+    # the FID column stays, its header says why and how to turn it on (cells: test_a_report_with_fid_shows_its_value)
+    assert f"FID (Inception pool3) ↓<br>{shown}" in md
+    assert f"never a sum; FID is {shown}. Each cell" in md
+    assert f"Our FID: {shown}." in md and "Our FID is computed on" not in md
+    assert f"FID (Inception pool3): {shown}" in md  # "What was run"
+    assert "| FID Inception weights (`evaluate.fid_weights`) | none | imagenet |" in md
+    assert "FID: one number per set" not in md and TURN_ON in md
+
+
+def test_ranking_without_fid_is_over_the_other_metrics_and_says_so(no_fid_report, report):
+    files = no_fid_report[1]
+    ranking = files.ranking
+    assert ranking["metrics"] == ["psnr", "ssim", "ciede2000", "delta_colorfulness"]
+    assert "fid" not in ranking["formula"].split("Not ranked:")[0]
+    assert f"Not ranked: fid, not computed (`evaluate.fid_weights=none`; set {TURN_ON} to compute it)." \
+        in ranking["formula"]
+    # the order is that of the same models with FID on (FID random: not ranked either)
+    assert ranking["ranking"] == report[1].ranking["ranking"]
+    assert "Not ranked" not in report[1].ranking["formula"]
+    md = no_fid_report[0].joinpath("report.md").read_text()
+    assert f"Formula: {ranking['formula']}" in md
+
+
+def test_summary_without_fid_says_not_computed(no_fid_report):
+    """`dvc metrics show` prints strings: the headline says why there is no FID, never a number."""
+    out, files = no_fid_report
+    summary = {p.stem: json.loads(p.read_text()) for p in sorted((out / "summary").glob("*.json"))}
+    headline = ["psnr", "ssim", "ciede2000", "delta_colorfulness", "fid"]
+    assert list(summary["baseline"]) == headline and list(summary["A"]) == ["rank", *headline]
+    for values in summary.values():
+        assert values["fid"] == FID_NOT_COMPUTED and "evaluate.fid_weights=imagenet" in values["fid"]
+        assert all(isinstance(v, (int, float)) for k, v in values.items() if k != "fid")
+    with open(out / "comparison.csv") as f:
+        assert "fid" not in {r["metric"] for r in csv.DictReader(f)}  # every number computed, no stand-in
+
+
+def fid_column(md: str) -> dict[str, str]:
+    """The FID cell of each row of the results table that has an FID column."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model |") and "FID (Inception pool3)" in line)
+    column = [c.strip() for c in lines[start].split(" | ")].index(next(
+        c.strip() for c in lines[start].split(" | ") if c.startswith("FID (Inception pool3)")))
+    cells = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        parts = [c.strip() for c in line.split(" | ")]
+        cells[parts[0].lstrip("| ")] = parts[column]
+    return cells
+
+
+def test_a_report_with_fid_shows_its_value(report, inputs, no_fid_report):
+    md = report[0].joinpath("report.md").read_text()
+    assert "not computed" not in md and "FID: one number per set" in md
+    cells = fid_column(md)
+    for model_id in MODELS:
+        fid = json.loads((inputs["eval"] / model_id / "metrics.json").read_text())["fid"]
+        assert float(cells[model_id].strip("*")) == pytest.approx(fid, abs=0.01), (model_id, cells)
+    off = fid_column(no_fid_report[0].joinpath("report.md").read_text())
+    assert {off[row] for row in [*MODELS, "grayscale baseline (ab = 0)"]} == {"not computed"}

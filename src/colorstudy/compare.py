@@ -15,7 +15,10 @@ earns:
   torch: ``checkpoint.trained_on``) as the committed one; trained on another kind, they
   are shown, not judged (measured: a default run moved up to 27 half-widths there);
 * other trained-model values (fid, colorfulness, selected epoch, rank): shown when they
-  move, never failing; a value or file missing on either side always fails.
+  move, never failing; a value or file missing on either side always fails;
+* a metric one run computed and the other did not (FID with ``evaluate.fid_weights=none``:
+  no ``fid`` in metrics.json, ``provenance.fid`` and the summary files say "not computed")
+  fails naming that, since the settings differ; two runs without it compare as equal.
 
 :func:`compare_runs` is pure (parsed JSON and YAML in, a :class:`Comparison` out);
 ``.ci/compare_metrics.py`` feeds it the files of :data:`COMPARED_FILES` at HEAD and in the
@@ -31,6 +34,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from colorstudy.config import NOT_COMPUTED
 
 Value = int | float | str  # what dvc keeps of a metrics file (bool is an int)
 Metrics = dict[str, Value]  # one file, flattened to dotted names: {"psnr.mean": 16.5}
@@ -258,7 +263,10 @@ def _compare_metric(path: str, name: str, old: Metrics, new: Metrics, same_machi
                "informational": "info"}[rule]
     row = Row(path, name, a, b, allowed, rule, "ok")
     if a is None or b is None:
-        return _fail(row, f"{name} is missing now" if b is None else f"{name} is new (not in the committed run)")
+        return _fail(row, _presence_reason(name, old, new))
+    if _not_computed(a) != _not_computed(b):
+        return _fail(row, f"{name} {a!r} -> {b!r}: computed in one run only, so the runs' settings differ "
+                          f"(not their rounding)")
     if rule == "informational":
         return row if a == b else _moved(row)
     if rule in ("interval", "other_machine"):
@@ -273,6 +281,22 @@ def _compare_metric(path: str, name: str, old: Metrics, new: Metrics, same_machi
     if a == b and type(a) is type(b):
         return row
     return _fail(row, f"{name} must be equal: {a!r} -> {b!r}")
+
+
+def _presence_reason(name: str, old: Metrics, new: Metrics) -> str:
+    missing = name not in new
+    text = f"{name} is missing now" if missing else f"{name} is new (not in the committed run)"
+    # a metric a run skips on purpose (evaluate.fid_weights=none) says so: as its value in
+    # the summary files, under provenance in an evaluation's metrics.json
+    for side, values in (("reproduced", new), ("committed", old)):
+        for why in (values.get(name), values.get(f"provenance.{name}")):
+            if _not_computed(why):
+                return f"{text}: in the {side} run it is {why}"
+    return text
+
+
+def _not_computed(value: Value | None) -> bool:
+    return isinstance(value, str) and value.startswith(NOT_COMPUTED)
 
 
 def _compare_interval(row: Row, new: Metrics, tolerance: float) -> Row:

@@ -106,6 +106,16 @@ def parse(cls: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
 # Where a backbone's weights come from: the ImageNet file in the torch hub cache, or a
 # seeded random init (then every report says so next to the number).
 WeightsChoice = Literal["imagenet", "random"]
+# FID also has `none`: its Inception at 299² was ~95 % of an evaluation's time on a CPU,
+# for a number that with random weights is comparable between our own models only.
+FidChoice = Literal["none", "imagenet", "random"]
+FID_OFF: FidChoice = "none"
+NOT_COMPUTED = "not computed"
+# What metrics.json says under provenance.fid when FID is off (and the report and the
+# summary files repeat): a string where a backbone label would be, naming the param that
+# turns it on; never a number that could pass for an FID. Here, not in evaluate, because
+# colorstudy.compare (CI, no torch) recognizes it too.
+FID_NOT_COMPUTED = f"{NOT_COMPUTED} (evaluate.fid_weights=none; set evaluate.fid_weights=imagenet to compute it)"
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
@@ -268,7 +278,7 @@ class EvaluateParams:
 
     batch_size: int = 32
     lpips_weights: WeightsChoice = "random"
-    fid_weights: WeightsChoice = "random"
+    fid_weights: FidChoice = "none"  # none: FID not computed (metrics.json and the report say so)
     bootstrap: int = 1000
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N

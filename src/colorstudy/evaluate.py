@@ -14,14 +14,16 @@ Outputs (see :func:`write_outputs`):
   are resampled together; ``evaluate.bootstrap`` resamples, ``evaluate.seed``),
   ``n_images`` and ``n_photos``,
   the set-level ``fid``, and where every backbone's weights came from (LPIPS, FID,
-  and the checkpoint's own: generator encoder and perceptual-loss network). Numbers
+  and the checkpoint's own: generator encoder and perceptual-loss network). With
+  ``evaluate.fid_weights=none`` there is no ``fid`` key (no number stands in for it) and
+  ``provenance.fid`` is ``config.FID_NOT_COMPUTED``, which names the param that turns it on. Numbers
   are rounded to 6 significant digits, so the file is stable across platforms' last
   float bits.
 * ``per_image.parquet``: one row per test image (id, source path, group, every metric).
 * the predictions file: the colorized test images as sRGB uint8 ``[N, H, W, 3]``
   with their ids (a zip written with fixed timestamps, so equal images are equal bytes),
-  and, for a run without an FID reference (the baseline), the ground truth's FID
-  features, which the other runs reuse (``fid_reference``).
+  and, for a run without an FID reference (the baseline) that computes FID, the ground
+  truth's FID features, which the other runs reuse (``fid_reference``).
 
 Same inputs, same device: same outputs, byte for byte.
 """
@@ -46,7 +48,7 @@ from tqdm import tqdm
 
 from colorstudy import lab
 from colorstudy.checkpoint import Checkpoint
-from colorstudy.config import EvaluateParams
+from colorstudy.config import FID_NOT_COMPUTED, FID_OFF, NOT_COMPUTED, EvaluateParams
 from colorstudy.data.shards import LabShards
 from colorstudy.metric_nets import FIDExtractor, LPIPSMetric, frechet_distance
 from colorstudy.intervals import bootstrap_ci
@@ -83,13 +85,17 @@ class Evaluation:
     ids: list[str]
     rgb: np.ndarray  # uint8 [N, H, W, 3], the colorized test images
     fid_key: str = ""  # identifies the ground-truth FID features: images, extractor, batching
-    fid_true_features: np.ndarray | None = None  # computed here (None: taken from a reference file)
+    # computed here (None: taken from a reference file, or FID not computed)
+    fid_true_features: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=2)
-def _metric_nets(lpips_weights: str, fid_weights: str, device: torch.device) -> tuple[LPIPSMetric, FIDExtractor]:
+def _metric_nets(lpips_weights: str, fid_weights: str,
+                 device: torch.device) -> tuple[LPIPSMetric, FIDExtractor | None]:
     # Frozen, stateless networks from fixed weights or a fixed seed: built once per process.
-    return LPIPSMetric(lpips_weights, device=device), FIDExtractor(fid_weights, device=device)
+    # FID off: no Inception is built, so pytorch_fid is never imported
+    fid_net = None if fid_weights == FID_OFF else FIDExtractor(fid_weights, device=device)
+    return LPIPSMetric(lpips_weights, device=device), fid_net
 
 
 def _checkpoint_provenance(trained: Checkpoint | None) -> dict[str, str]:
@@ -154,21 +160,54 @@ class BatchScores:
     values: dict[str, np.ndarray]
     u8_pred: torch.Tensor
     u8_true: torch.Tensor
-    feats_pred: np.ndarray
+    feats_pred: np.ndarray | None  # None: FID not computed
     feats_true: np.ndarray | None  # only when asked for (no FID reference)
 
 
 def score_batch(L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor, lpips_net: LPIPSMetric,
-                fid_net: FIDExtractor, *, truth_features: bool) -> BatchScores:
+                fid_net: FIDExtractor | None, *, truth_features: bool) -> BatchScores:
     """Every metric of one batch (normalized L ``[B,1,H,W]``, predicted and true ab ``[B,2,H,W]``):
-    the per-batch work of :func:`evaluate`, also what ``benchmarks/metrics_speed.py`` times."""
+    the per-batch work of :func:`evaluate`, also what ``benchmarks/metrics_speed.py`` times.
+    ``fid_net=None``: no FID features (``evaluate.fid_weights=none``)."""
     batch = MetricBatch.from_lab(L, ab_pred, ab_true, lpips=lpips_net)
     values = {name: v.double().cpu().numpy() for name, v in compute(batch).items()}
     # FID sees the photos as saved files hold them (uint8), as pytorch-fid on image files does
     u8_pred, u8_true = batch.u8_pred.to(torch.uint8), batch.u8_true.to(torch.uint8)
+    if fid_net is None:
+        return BatchScores(values, u8_pred, u8_true, None, None)
     feats_pred = fid_net(u8_pred).double().cpu().numpy()
     feats_true = fid_net(u8_true).double().cpu().numpy() if truth_features else None
     return BatchScores(values, u8_pred, u8_true, feats_pred, feats_true)
+
+
+def _fid_value(fid_net: FIDExtractor, params: EvaluateParams, device: torch.device, truth_sha256: str,
+               feats_pred: list[np.ndarray], feats_true: list[np.ndarray],
+               reference: tuple[str, np.ndarray] | None, fid_reference: str | Path | None,
+               ) -> tuple[float, str, np.ndarray | None]:
+    """``(FID, key of the truth's features, the truth's features when computed here)``."""
+    fid_key = json.dumps({"truth_sha256": truth_sha256, "extractor": fid_net.provenance,
+                          "batch_size": params.batch_size, "device": device.type, "layout": fid_net.layout,
+                          "torch": str(torch.__version__)}, sort_keys=True)
+    if reference is None:
+        true_features = np.concatenate(feats_true)
+        return frechet_distance(np.concatenate(feats_pred), true_features), fid_key, true_features
+    if reference[0] != fid_key:
+        raise ValueError(f"{fid_reference}: its ground-truth FID features were made from other test images "
+                         f"or with another extractor or batching; rerun the stage that wrote it "
+                         f"(evaluate_baseline) with the current shards and params")
+    return frechet_distance(np.concatenate(feats_pred), reference[1]), fid_key, None
+
+
+def _read_reference(fid_reference: str | Path | None, fid_net: FIDExtractor | None) -> tuple[str, np.ndarray] | None:
+    if fid_reference is None:
+        return None
+    if fid_net is None:
+        # FID off: the baseline's file holds no features, and none are needed; the
+        # stage's command line (dvc.yaml) still names it, so a wrong path still fails
+        if not Path(fid_reference).is_file():
+            raise FileNotFoundError(f"{fid_reference}: no such FID reference file")
+        return None
+    return load_fid_reference(fid_reference)
 
 
 def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, *,
@@ -179,6 +218,8 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     predictions file that holds them, the baseline's) saves computing them again, which
     is half of the evaluation's time on a CPU. They are used only when they were made
     from the same ground-truth images with the same extractor and batching (else an error).
+    With ``params.fid_weights == "none"`` no FID is computed; ``fid_reference`` must exist
+    (the stage's command line names it either way) but is not read.
     """
     device = resolve_device(params.device)
     shards = LabShards(shards_dir)
@@ -195,7 +236,7 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
     rgb_parts: list[np.ndarray] = []
     feats_pred: list[np.ndarray] = []
     feats_true: list[np.ndarray] = []
-    reference = load_fid_reference(fid_reference) if fid_reference is not None else None
+    reference = _read_reference(fid_reference, fid_net)
     truth_digest = hashlib.sha256()
     with workload(L_all[:, 0].numel()):  # the whole split: compile the metrics only if that pays off
         for start in tqdm(range(0, n, params.batch_size), desc=f"evaluate {model_id}", unit="batch",
@@ -205,8 +246,9 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
                                  truth_features=reference is None)
             for name, v in scores.values.items():
                 values.setdefault(name, []).append(v)
-            feats_pred.append(scores.feats_pred)
-            truth_digest.update(scores.u8_true.cpu().numpy().tobytes())
+            if scores.feats_pred is not None:
+                feats_pred.append(scores.feats_pred)
+                truth_digest.update(scores.u8_true.cpu().numpy().tobytes())
             if scores.feats_true is not None:
                 feats_true.append(scores.feats_true)
             rgb_parts.append(scores.u8_pred.permute(0, 2, 3, 1).cpu().numpy())
@@ -221,30 +263,22 @@ def evaluate(model: str | Path, shards_dir: str | Path, params: EvaluateParams, 
         per_image[name] = x
         mean, low, high = bootstrap_ci(x, n_resamples=params.bootstrap, seed=params.seed, groups=groups)
         summary[name] = {"mean": round_sig(mean), "ci95_low": round_sig(low), "ci95_high": round_sig(high)}
-    fid_key = json.dumps({"truth_sha256": truth_digest.hexdigest(), "extractor": fid_net.provenance,
-                          "batch_size": params.batch_size, "device": device.type, "layout": fid_net.layout,
-                          "torch": str(torch.__version__)}, sort_keys=True)
-    if reference is not None:
-        if reference[0] != fid_key:
-            raise ValueError(f"{fid_reference}: its ground-truth FID features were made from other test images "
-                             f"or with another extractor or batching; rerun the stage that wrote it "
-                             f"(evaluate_baseline) with the current shards and params")
-        true_features = None
-        fid_value = frechet_distance(np.concatenate(feats_pred), reference[1])
-    else:
-        true_features = np.concatenate(feats_true)
-        fid_value = frechet_distance(np.concatenate(feats_pred), true_features)
-    summary["fid"] = round_sig(fid_value)
+    fid_key, true_features, fid_label = "", None, FID_NOT_COMPUTED
+    if fid_net is not None:
+        fid_value, fid_key, true_features = _fid_value(fid_net, params, device, truth_digest.hexdigest(), feats_pred,
+                                                       feats_true, reference, fid_reference)
+        summary["fid"] = round_sig(fid_value)
+        fid_label = describe(fid_net.provenance)
     summary["provenance"] = {
         "lpips": describe(lpips_net.provenance),
-        "fid": describe(fid_net.provenance),
+        "fid": fid_label,
         **_checkpoint_provenance(trained),
     }
     if trained is not None:
         summary["checkpoint"] = _checkpoint_summary(trained)
     summary["aggregation"] = (f"mean over the {n} test images; percentile bootstrap 95% CI over the {n_photos} "
                               f"source photos, crops of a photo drawn together ({params.bootstrap} resamples, "
-                              f"seed {params.seed}); fid per set")
+                              f"seed {params.seed}); fid " + ("per set" if fid_net is not None else NOT_COMPUTED))
     return Evaluation(model_id, summary, per_image, per_image["id"].tolist(), np.concatenate(rgb_parts), fid_key,
                       true_features)
 

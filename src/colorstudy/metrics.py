@@ -48,7 +48,8 @@ Backbone numbers (LPIPS, FID) depend on the backbone's weights: ``imagenet`` loa
 the torch hub file through ``colorstudy.weights`` (``MissingWeightsError`` naming
 it when absent and offline; nothing else touches the network); ``random`` is a
 fixed-seed initialization, reproducible but not comparable to published numbers.
-``metric_provenance`` says which, for the report.
+``metric_provenance`` says which, for the report. FID also takes ``none`` (the default
+``evaluate.fid_weights``): not computed at all, see ``colorstudy.evaluate``.
 """
 
 from __future__ import annotations

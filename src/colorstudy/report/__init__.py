@@ -11,8 +11,9 @@ the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
 * ``figures/``: comparison grid and best/worst examples per model (``*.jpg``), metric
   charts with CI whiskers and training curves (palette ``*.png``), at the size shown;
 * ``summary/<id>.json`` and ``summary/baseline.json``: the headline numbers, the metrics
-  ``dvc metrics show`` / ``dvc exp show`` present (numbers only: a rank, the ranking
-  metrics' means, LPIPS and FID only with ImageNet backbones);
+  ``dvc metrics show`` / ``dvc exp show`` present (a rank, the ranking metrics' means,
+  LPIPS and FID only with ImageNet backbones; a metric not computed, FID with
+  ``evaluate.fid_weights=none``, as its reason in words, never a number);
 * ``plots/curves.csv`` (validation curves per model, the grayscale baseline as model
   ``grayscale``) and ``plots/means.csv`` (headline means with CIs), which dvc.yaml's
   top-level plots draw;
@@ -65,7 +66,7 @@ from colorstudy.report.outputs import (
     write_plot_data,
     write_summary,
 )
-from colorstudy.report.ranking import formula_text, rank_models, ranking_metrics
+from colorstudy.report.ranking import formula_text, not_ranked, rank_models, ranking_metrics
 from colorstudy.report.reference import differing_params
 from colorstudy.report.sections import ReportInputs, document
 
@@ -111,7 +112,7 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
 
     used, dropped = ranking_metrics(models, metrics)
     order, mean_rank, ranks = rank_models(models, used)
-    formula = formula_text(used, dropped)
+    formula = formula_text(used, dropped, not_ranked(models))
     boot = {"n_resamples": eval_params.bootstrap, "seed": eval_params.seed}
     paired_metrics = {m: METRICS[m].direction for m in used if METRICS[m].scope == "image"}
     versus = {r.model_id: {m: paired_difference(r.per_image, baseline.per_image, m, **boot) for m in paired_metrics}

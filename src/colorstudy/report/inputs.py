@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from colorstudy.config import DataParams, EvaluateParams, ReportParams
+from colorstudy.config import NOT_COMPUTED, DataParams, EvaluateParams, ReportParams
 from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
 from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
@@ -21,6 +22,7 @@ from colorstudy.weights import RANDOM_NOTE
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 RANDOM_SHORT = "random init, not comparable to published numbers"
+SETTING = re.compile(r"\b(evaluate\.\w+=\w+)")  # a param setting inside a provenance label
 
 
 class ReportError(RuntimeError):
@@ -76,6 +78,10 @@ class ReportInputs:
     @property
     def fid_label(self) -> str:
         return backbone_label(self.rows, "fid")
+
+    @property
+    def not_computed(self) -> list[str]:
+        return not_computed_metrics(self.rows)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.out_dir).as_posix()
@@ -158,8 +164,23 @@ def is_random(label: str) -> bool:
     return "random" in label
 
 
+def is_not_computed(label: str) -> bool:
+    """A provenance label of a metric the evaluation skipped (``evaluate.fid_weights=none``)."""
+    return label.startswith(NOT_COMPUTED)
+
+
+def not_computed_metrics(results: Sequence[ModelResult]) -> list[str]:
+    """Backbone metrics some evaluation did not compute, in registry order (absent from its
+    metrics.json, which says why under ``provenance``)."""
+    return [name for name, spec in METRICS.items() if spec.backbone and any(
+        is_not_computed(str(r.summary.get("provenance", {}).get(spec.backbone, ""))) for r in results)]
+
+
 def display(label: str) -> str:
-    """A provenance label as the report prints it: random backbones say so in one phrase."""
+    """A provenance label as the report prints it: random backbones say so in one phrase;
+    a metric not computed names the setting that turns it on as code."""
+    if is_not_computed(label):
+        return SETTING.sub(r"`\1`", label)
     return label.replace(RANDOM_NOTE, RANDOM_SHORT)
 
 

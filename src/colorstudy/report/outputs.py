@@ -11,15 +11,17 @@ from typing import Any
 
 import pandas as pd
 
+from colorstudy.config import NOT_COMPUTED
 from colorstudy.evaluate import BASELINE
 from colorstudy.metrics import METRICS
-from colorstudy.report.inputs import ARROWS, ModelResult, backbone_label, is_random, mean_of
+from colorstudy.report.inputs import ARROWS, ModelResult, backbone_label, is_random, mean_of, not_computed_metrics
 
 FIGURES = "figures"
 SUMMARY = "summary"
 PLOTS = "plots"
 # The headline: the ranking metrics, plus the backbone-based ones only when their
-# backbone is pretrained (a random-init LPIPS or FID is no headline number).
+# backbone is pretrained (a random-init LPIPS or FID is no headline number) or when
+# they were not computed: then the file says so in words (no number stands in for it).
 HEADLINE_METRICS = ("psnr", "ssim", "ciede2000", "delta_colorfulness")
 BACKBONE_HEADLINE_METRICS = ("lpips", "fid")
 PLOT_BASELINE = "grayscale"  # the baseline's name in plots/*.csv, drawn dashed / gray
@@ -27,9 +29,18 @@ PLOT_BASELINE = "grayscale"  # the baseline's name in plots/*.csv, drawn dashed 
 
 def headline_metrics(rows: Sequence[ModelResult], available: Sequence[str]) -> list[str]:
     """The few numbers ``dvc metrics show`` presents (see HEADLINE_METRICS)."""
-    pretrained = [m for m in BACKBONE_HEADLINE_METRICS
-                  if m in available and not is_random(backbone_label(rows, METRICS[m].backbone))]
-    return [m for m in (*HEADLINE_METRICS, *pretrained) if m in available]
+    skipped = not_computed_metrics(rows)
+    pretrained = [m for m in BACKBONE_HEADLINE_METRICS if m in skipped
+                  or (m in available and not is_random(backbone_label(rows, METRICS[m].backbone)))]
+    return [m for m in (*HEADLINE_METRICS, *pretrained) if m in available or m in skipped]
+
+
+def headline_value(r: ModelResult, metric: str) -> float | str:
+    """The mean of ``metric``, or, when its evaluation did not compute it, why and how to turn it on
+    (its provenance label, e.g. ``not computed (evaluate.fid_weights=none; ...)``)."""
+    if metric in r.summary:
+        return mean_of(r.summary, metric)
+    return str(r.summary.get("provenance", {}).get(METRICS[metric].backbone, NOT_COMPUTED))
 
 
 def clear_outputs(directory: Path, *patterns: str) -> None:
@@ -45,7 +56,7 @@ def write_summary(summary_dir: Path, models: Sequence[ModelResult], baseline: Mo
     # key, so the table stays a few columns wide however many models the study has.
     clear_outputs(summary_dir, "*.json")
     for r in [*models, baseline]:
-        values: dict[str, Any] = {m: mean_of(r.summary, m) for m in names}
+        values: dict[str, Any] = {m: headline_value(r, m) for m in names}
         if r.model_id != BASELINE:
             values = {"rank": ranking["ranking"].index(r.model_id) + 1, **values}
         (summary_dir / f"{file_safe(r.model_id)}.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")

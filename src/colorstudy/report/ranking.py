@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from colorstudy.metrics import METRICS
-from colorstudy.report.inputs import ModelResult, backbone_label, is_random, mean_of
+from colorstudy.report.inputs import ModelResult, backbone_label, is_random, mean_of, not_computed_metrics
 
 # The ranking's metrics: fidelity (PSNR, SSIM), color error (CIEDE2000), color
 # distribution (ΔColorfulness) and perceptual similarity (LPIPS, FID); a backbone
-# metric takes part only when its backbone has pretrained weights.
+# metric takes part only when its backbone has pretrained weights and it was computed.
 RANKING_METRICS = ("psnr", "ssim", "ciede2000", "delta_colorfulness", "lpips", "fid")
 TIE_BREAK = "ciede2000"
 
@@ -30,6 +30,13 @@ def ranking_metrics(results: Sequence[ModelResult], available: Sequence[str]) ->
     return used, dropped
 
 
+def not_ranked(results: Sequence[ModelResult]) -> list[tuple[str, str]]:
+    """``(metric, why)`` of the ranking metrics the evaluations did not compute
+    (``evaluate.fid_weights=none``): the formula names them and the setting that turns them on."""
+    skipped = not_computed_metrics(results)
+    return [(m, backbone_label(results, METRICS[m].backbone)) for m in RANKING_METRICS if m in skipped]
+
+
 def rank_models(results: Sequence[ModelResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, float],
                                                                                 pd.DataFrame]:
     """``(ids best first, mean rank per id, per-metric ranks)``: rank 1 = best by the metric's
@@ -46,13 +53,16 @@ def rank_models(results: Sequence[ModelResult], metrics: Sequence[str]) -> tuple
     return order, {i: round(float(mean_rank[i]), 6) for i in order}, ranks
 
 
-def formula_text(used: Sequence[str], dropped: Sequence[str]) -> str:
+def formula_text(used: Sequence[str], dropped: Sequence[str], skipped: Sequence[tuple[str, str]] = ()) -> str:
     parts = ", ".join(f"{m} ({METRICS[m].direction} is better)" for m in used)
+    per_set = "" if any(m == "fid" for m, _ in skipped) else "; FID per set"
     text = (f"mean rank over {len(used)} metrics: {parts}. For each metric the models (not the grayscale "
-            f"baseline) are ranked 1..N by their test-set value (mean over images; FID per set), ties sharing "
+            f"baseline) are ranked 1..N by their test-set value (mean over images{per_set}), ties sharing "
             f"the average rank; the model with the lowest mean rank is best; equal mean ranks are ordered by "
             f"{TIE_BREAK} mean, then by id.")
     if dropped:
         text += (f" Left out: {', '.join(dropped)}, computed with a randomly initialized backbone "
                  f"(not comparable to published numbers).")
+    if skipped:
+        text += " Not ranked: " + "; ".join(f"{m}, {why}" for m, why in skipped) + "."
     return text

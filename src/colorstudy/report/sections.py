@@ -7,6 +7,7 @@ import platform
 import torch
 
 import colorstudy
+from colorstudy.config import NOT_COMPUTED
 from colorstudy.evaluate import BASELINE
 from colorstudy.metrics import METRICS
 from colorstudy.report.document import Doc
@@ -95,31 +96,36 @@ def _headline(doc: Doc, inp: ReportInputs) -> None:
 
 def _results_tables(doc: Doc, inp: ReportInputs) -> None:
     eval_params, metrics, n, n_photos = inp.eval_params, inp.metrics, inp.n, inp.n_photos
-    rows, truth_cf = inp.rows, inp.truth_cf
+    rows, truth_cf, skipped = inp.rows, inp.truth_cf, inp.not_computed
+    fid = (f"FID is {inp.fid_label}" if "fid" in skipped
+           else "FID is one number for the whole colorized test set against its ground truth (no CI)")
     doc.heading(2, "Results on the test split")
     doc.para(f"Every per-image metric is the **mean over the {n} test images** with a 95% confidence interval "
              f"from a percentile bootstrap over the {n_photos} source photos (crops of one photo are drawn "
-             f"together; {eval_params.bootstrap} resamples, seed {eval_params.seed}), never a sum; FID is one number for the whole colorized test set against its "
-             f"ground truth (no CI). Each cell: mean [95% CI]; **bold** = best in its "
+             f"together; {eval_params.bootstrap} resamples, seed {eval_params.seed}), never a sum; {fid}. "
+             f"Each cell: mean [95% CI]; **bold** = best in its "
              f"column (the baseline included); ↑ higher is better, ↓ lower is better. The grayscale baseline "
              f"predicts ab = 0 (the input's lightness alone): a model that does not beat it has learned nothing. "
              f"Backbone-based numbers carry their backbone's weights in the column header (LPIPS, FID) or "
              f"in the “training backbones” column (models trained with a perceptual loss or a pretrained "
              f"encoder).")
     for title, group in TABLE_GROUPS:
-        names = [m for m in group if m in metrics]
+        # a metric not computed keeps its column: the header says why and how to turn it on
+        names = [m for m in group if m in metrics or m in skipped]
         if title == TABLE_GROUPS[-1][0]:
             names += [m for m in metrics if not any(m in g for _, g in TABLE_GROUPS)]
         if not names:
             continue
         doc.heading(3, title)
-        decimals = {m: decimals_for([*(mean_of(r.summary, m) for r in rows),
-                                     *([truth_cf[0]] if m == "colorfulness" else [])]) for m in names}
-        best = {m: best_ids({r.model_id: mean_of(r.summary, m) for r in rows}, METRICS[m].direction) for m in names}
+        means = {m: {r.model_id: mean_of(r.summary, m) for r in rows if m in r.summary} for m in names}
+        decimals = {m: decimals_for([*means[m].values(), *([truth_cf[0]] if m == "colorfulness" else [])])
+                    for m in names}
+        best = {m: best_ids(means[m], METRICS[m].direction) for m in names}
         table_rows = []
         for r in rows:
             label = "grayscale baseline (ab = 0)" if r.model_id == BASELINE else r.model_id
-            table_rows.append([label, *(ci_cell(r.summary, m, decimals[m], r.model_id in best[m]) for m in names),
+            table_rows.append([label, *(ci_cell(r.summary, m, decimals[m], r.model_id in best[m])
+                                        if m in r.summary else NOT_COMPUTED for m in names),
                                training_backbones(r.summary)])
         if "colorfulness" in names:
             cells = ["—"] * len(names)
@@ -221,10 +227,12 @@ def _published_numbers(doc: Doc, inp: ReportInputs) -> None:
              f"ab-PSNR / MSE (ab/128) columns:")
     doc.table(["model", "ab-PSNR ours", "ab-PSNR published", "SSIM ours", "SSIM published", "ΔE76 ours",
                "ΔE76 published", "MSE (ab/128) ours", "MSE (ab/128) published"], faces_rows)
+    ours = (f"Our FID: {fid_label}." if "fid" in inp.not_computed else
+            f"Our FID is computed on {n} images (FID is biased upwards on small sets) with {fid_label}: compare it "
+            f"between our models only.")
     doc.para(f"State of the art on ImageNet val (first 5,000 images, 256×256): DDColor (2023) FID 3.92, "
              f"colorfulness 38.26 (ground truth 38.21), PSNR 23.85; pix2pix-style and regression models land "
-             f"around FID 6–9 there. Our FID is computed on {n} images (FID is biased upwards on small sets) with "
-             f"{fid_label}: compare it between our models only.")
+             f"around FID 6–9 there. {ours}")
 
 
 def _figures(doc: Doc, inp: ReportInputs) -> None:
@@ -244,7 +252,8 @@ def _figures(doc: Doc, inp: ReportInputs) -> None:
         doc.heading(3, r.model_id)
         doc.image(f"best and worst examples of {r.model_id}", rel(examples[r.model_id]))
     doc.heading(2, "Metrics with 95% confidence intervals")
-    doc.para(f"Bars: mean over the test images; whiskers: bootstrap 95% CI (FID: one number per set, no CI); "
+    per_set = "" if "fid" in inp.not_computed else " (FID: one number per set, no CI)"
+    doc.para(f"Bars: mean over the test images; whiskers: bootstrap 95% CI{per_set}; "
              f"gray bar: grayscale baseline. LPIPS: {lpips_label}. FID: {fid_label}. Every value: "
              f"`reports/comparison.csv`; `dvc plots show` draws the headline metrics (`reports/plots/means.csv`).")
     doc.image("metric bar charts", rel(out_dir / FIGURES / "metrics.png"))
