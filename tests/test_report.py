@@ -362,3 +362,15 @@ def test_a_report_with_fid_shows_its_value(report, inputs, no_fid_report):
         assert float(cells[model_id].strip("*")) == pytest.approx(fid, abs=0.01), (model_id, cells)
     off = fid_column(no_fid_report[0].joinpath("report.md").read_text())
     assert {off[row] for row in [*MODELS, "grayscale baseline (ab = 0)"]} == {"not computed"}
+
+
+def test_a_short_training_is_a_headline_caveat_with_its_step_count(tmp_path):
+    from colorstudy.report.phrases import training_length
+
+    counts = tmp_path / "preprocess.json"
+    counts.write_text(json.dumps({"kept": {"train": 240, "val": 94, "test": 96}}))
+    text = training_length({"epochs": 2, "batch_size": 16}, counts)
+    assert text.startswith("each model trained 2 epoch(s): 30 optimizer steps of 16 of the 240 training images")
+    assert "far from converged" in text
+    assert training_length({"epochs": 200, "batch_size": 16}, counts) is None  # 3,000 steps
+    assert training_length({"epochs": 2, "batch_size": 16}, tmp_path / "missing.json") is None

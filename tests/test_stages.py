@@ -39,8 +39,9 @@ def test_a_bad_run_spec_is_one_line_naming_the_key(tmp_path):
 
 
 def test_an_unknown_model_id_is_one_line_listing_the_ids(tmp_path):
-    done = _run(str(ROOT / "stages/resolve.py"), "Z", str(tmp_path / "Z.json"))
+    done = _run(str(ROOT / "stages/resolve.py"), str(tmp_path / "study"), "A", "Z")
     assert done.returncode == 1 and done.stderr.startswith("resolve: models: no study id 'Z'; ids: [")
+    assert not (tmp_path / "study").exists()  # a bad id writes nothing, not even the good one
 
 
 def _imported(done: subprocess.CompletedProcess) -> set[str]:

@@ -217,8 +217,8 @@ class AdversarialParams:
 class TrainParams:
     """``train``: the optimization, shared by every model of the study."""
 
-    epochs: int = 4
-    decay_epochs: int = 2
+    epochs: int = 2
+    decay_epochs: int = 1
     batch_size: int = 16
     lr: float = 2e-4
     beta1: float = 0.5

@@ -107,7 +107,7 @@ class Plan:
     order: list[str]
     upstream: dict[str, set[str]]
     changed: set[str]  # what `dvc status` reports changed before anything runs
-    lock_order: list[str]  # stage entries of dvc.lock as the run found them
+    lock_order: list[str]  # stage entries of dvc.lock as the run found them (read only when work is due)
 
     def needs_dvc(self, stage: str, dispatched: set[str]) -> bool:
         # A stage neither changed now nor downstream of one that ran is up to date: skip
@@ -129,13 +129,18 @@ def make_plan(root: Path, targets: Sequence[str]) -> Plan:
         names = {stage: stage.addressing for stage in steps}
         upstream = {names[s]: {names[u] for u in graph.successors(s) if u in names} for s in steps}
         changed = set(repo.status(targets=list(targets) or None, with_deps=True))
-    lock_path = root / "dvc.lock"
-    lock_order = []
-    if lock_path.is_file():
-        import yaml
+    return Plan([names[s] for s in steps], upstream, {c.split(":")[-1] for c in changed}, [])
 
-        lock_order = list((yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}))
-    return Plan([names[s] for s in steps], upstream, {c.split(":")[-1] for c in changed}, lock_order)
+
+def lock_entries(root: Path) -> list[str]:
+    """The stage entries of ``dvc.lock``, in its order."""
+    lock_path = root / "dvc.lock"
+    if not lock_path.is_file():
+        return []
+    import yaml
+
+    return list((yaml.load(lock_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                 or {}).get("stages", {}))
 
 
 def _result(log: str, returncode: int) -> str:
@@ -179,7 +184,8 @@ class Runner:
             del self.running[stage]
             self.free.append(slot)
             outcome = Outcome(stage, slot.index, start, time.time(),
-                              _result(log.read_text(errors="replace"), proc.returncode), str(log))
+                              _result(log.read_text(errors="replace"), proc.returncode),
+                              log.relative_to(self.root).as_posix())
             self.done[stage] = outcome
             ended.append(outcome)
         self.free.sort(key=lambda s: s.index)
@@ -264,6 +270,7 @@ def repro(root: Path, targets: Sequence[str] = (), jobs: int | None = None, dvc_
     if not plan.changed:
         print("Data and pipelines are up to date.")
         return []
+    plan.lock_order = lock_entries(root)
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     slots = make_slots(jobs, visible_gpus(), cores)
     print(f"{len(slots)} at a time: " + "; ".join(s.describe() for s in slots), file=sys.stderr)

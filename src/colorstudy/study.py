@@ -1,7 +1,7 @@
 """The study table: resolving one model id of ``params.yaml`` into its full objective.
 
 ``resolve_model`` turns ``models.<id>`` plus the global sections it draws on into one
-self-contained JSON document (the "run spec"). The ``resolve@<id>`` DVC stage writes
+self-contained JSON document (the "run spec"). The ``resolve`` DVC stage writes
 it and ``train@<id>`` depends on that file instead of on params. DVC cannot list a
 model's params dependencies from data (its templating does not expand lists), but
 it skips a stage whose inputs hash the same: so ``dvc exp run -S loss.perceptual=20``
@@ -62,7 +62,7 @@ def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str
 class RunSpec:
     """One study id resolved: everything its training reads, and nothing else.
 
-    ``resolve@ID`` writes it (:meth:`write`), ``train@ID`` and the report read it
+    ``resolve`` writes it (:meth:`write`), ``train@ID`` and the report read it
     (:meth:`read`, through the validating parser, so a hand-edited spec fails as a
     params.yaml typo does), and every checkpoint keeps it (:meth:`to_dict`). The JSON is
     byte-stable: equal specs are equal bytes, which is what DVC's skip decision hashes.
@@ -104,7 +104,7 @@ class RunSpec:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ParamsError(f"{where}: not JSON ({e}); rerun its resolve@ID stage") from e
+            raise ParamsError(f"{where}: not JSON ({e}); rerun the resolve stage") from e
         return cls.from_dict(raw, where)
 
     def write(self, path: str | Path) -> None:

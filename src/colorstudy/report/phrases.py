@@ -4,7 +4,7 @@ caveats, the data and model lines of "What was run"."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,23 @@ def headline_caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequ
         out.append(f"randomly initialized backbones ({', '.join(random)}): the numbers that depend on them (LPIPS, "
                    f"FID, a perceptual loss) are not comparable to published ones")
     return out
+
+
+SHORT_TRAINING_STEPS = 2000  # below this many optimizer steps a run is far from converged
+
+
+def training_length(train: Mapping[str, Any], preprocess_json: Path) -> str | None:
+    """A caveat when every model trained only a few hundred steps (the default's size)."""
+    if not preprocess_json.is_file():
+        return None
+    n_train = int(json.loads(preprocess_json.read_text(encoding="utf-8"))["kept"]["train"])
+    epochs, batch = int(train["epochs"]), int(train["batch_size"])
+    steps = epochs * (n_train // batch)
+    if steps >= SHORT_TRAINING_STEPS:
+        return None
+    return (f"each model trained {epochs} epoch(s): {steps} optimizer steps of {batch} of the {n_train} training "
+            f"images (`train.epochs`; the default is sized to run the whole study in minutes on 2 CPU cores). "
+            f"A run this short is far from converged: the order of the models says little about trained ones")
 
 
 def beats_baseline(versus: dict[str, dict[str, PairedDifference]]) -> dict[str, int]:

@@ -31,6 +31,7 @@ from colorstudy.report.phrases import (
     perceptual_share,
     photos_text,
     training_backbones,
+    training_length,
 )
 from colorstudy.report.reference import (
     FACES_DATA,
@@ -71,6 +72,8 @@ def _headline(doc: Doc, inp: ReportInputs) -> None:
                     if tied else "It is distinguishably better than every other model on at least one "
                                  "per-image ranking metric."))
         caveats = headline_caveats(data, models, rows, n, n_photos)
+        short = training_length(inp.params["train"], inp.preprocess_json)
+        caveats += [short] if short else []
         if caveats:
             doc.para("**Read with care:**")
             doc.bullets(caveats)
