@@ -37,8 +37,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_colorize(commands: argparse._SubParsersAction) -> None:
-    from colorstudy.colorize import DEFAULT_MODELS_DIR
-    from colorstudy.colorize_files import FORMAT_SUFFIX
+    from colorstudy.cli_defaults import DEFAULT_MODELS_DIR, FORMAT_SUFFIX
 
     p = commands.add_parser(
         "colorize", help="colorize black-and-white photos with a trained model",

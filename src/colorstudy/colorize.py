@@ -42,10 +42,10 @@ from PIL import ExifTags, Image, ImageOps
 from torch import nn
 
 from colorstudy.checkpoint import Checkpoint, CheckpointError
+from colorstudy.cli_defaults import DEFAULT_MODELS_DIR
 from colorstudy.lab import denormalize_ab, lab_from_l_ab, lab_to_rgb, normalize_l, rgb_to_lab, to_uint8
 from colorstudy.runtime import autocast, inference, resolve_device
 
-DEFAULT_MODELS_DIR = Path("data/models")
 DEFAULT_RANKING = Path("reports/ranking.json")
 CHECKPOINT_NAME = "selected.pt"
 

@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from colorstudy.cli_defaults import FORMAT_SUFFIX
 from colorstudy.colorize import Colorizer, open_photo, side_by_side
 
 SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 # Suffix (lower case) -> PIL format name; the formats a photo is read from and written to.
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 # --format choice -> the suffix written
-FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,13 @@ class Plan:
 
 def make_plan(root: Path, targets: Sequence[str]) -> Plan:
     """What ``dvc repro TARGETS`` would consider, from DVC's own graph and status."""
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
     from dvc.repo.reproduce import plan_repro
 
-    with Repo(str(root)) as repo:
-        stages = []
-        for target in targets or ["dvc.yaml"]:
-            stages += repo.stage.collect(target)
+    with Repo(str(root)) as repo, lock_repo(repo):  # one lock: the index is built once, not per call
         graph = repo.index.graph
+        # the whole pipeline: the index's stages (collecting dvc.yaml again costs a second parse)
+        stages = [s for target in targets for s in repo.stage.collect(target)] if targets else list(graph)
         steps = plan_repro(graph, stages)
         names = {stage: stage.addressing for stage in steps}
         upstream = {names[s]: {names[u] for u in graph.successors(s) if u in names} for s in steps}
