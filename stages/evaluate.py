@@ -38,7 +38,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         params = Params.load().evaluate
-        make_reproducible(resolve_device(params.device), params.num_threads)
+        # deterministic kernels, no TF32 on a GPU: the same bytes for the same inputs
+        make_reproducible(resolve_device(params.device), params.num_threads, purpose="evaluate")
         result = evaluate(args.model, args.shards_dir, params, fid_reference=args.fid_reference, progress=True)
     except (ParamsError, DeviceError, CheckpointError, MissingWeightsError, FileNotFoundError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)  # the message names the fix

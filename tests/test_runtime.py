@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from colorstudy.config import EvaluateParams, ParamsError, TrainParams, parse
-from colorstudy.runtime import machine_kind, resolve_device
+from colorstudy.runtime import machine_kind, make_reproducible, resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:7"])
@@ -54,3 +60,49 @@ def test_the_machine_kind_names_what_a_float32_run_rounds_with():
     assert f"{torch.backends.cpu.get_cpu_capability()} kernels" in kind
     assert kind.endswith(f"1 thread(s), torch {torch.__version__}")
     assert not kind.startswith(",")  # some CPU name, whatever the machine
+
+
+@pytest.fixture
+def process_flags(monkeypatch):
+    """make_reproducible sets process-wide flags: each test gets them back as they were."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory)
+    yield
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32, deterministic, warn_only, fill) = saved
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def test_evaluation_on_cuda_is_deterministic_and_without_tf32(process_flags):
+    cuda = torch.device("cuda")  # the flags are plain process settings: no GPU needed to set them
+    make_reproducible(cuda, 1, purpose="train")
+    assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 and not torch.are_deterministic_algorithms_enabled()
+    make_reproducible(cuda, 1, purpose="evaluate")  # in the same process, after training
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # cuBLAS's condition for determinism
+    make_reproducible(cuda, 1, purpose="train")  # and training after it gets its speed back
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+
+
+def test_the_evaluate_stage_asks_for_the_evaluation_settings(monkeypatch):
+    spec = importlib.util.spec_from_file_location("evaluate_stage", ROOT / "stages" / "evaluate.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    calls = []
+
+    def record(device, num_threads, purpose="train"):
+        calls.append(purpose)
+        raise ValueError("recorded")  # stops the stage before it reads any data
+
+    monkeypatch.setattr(stage, "make_reproducible", record)
+    monkeypatch.chdir(ROOT)
+    assert stage.main(["baseline", "shards", "report", "pred.npz"]) == 1
+    assert calls == ["evaluate"]

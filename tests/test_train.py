@@ -7,6 +7,7 @@ import filecmp
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ import torch
 from colorstudy.checkpoint import Checkpoint, CheckpointError
 from colorstudy.losses import L1Loss
 from colorstudy.study import RunSpec, resolve_model
-from colorstudy.objective import NonFiniteLossError
+from colorstudy import objective as objective_module
+from colorstudy.objective import NonFiniteLossError, build_objective
 from colorstudy.runtime import machine_kind
 from conftest import run_spec
-from colorstudy.train import train_model
+from colorstudy.train import train_model, try_resume
 from colorstudy.weights import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,11 +109,52 @@ def test_a_changed_spec_does_not_resume_a_stale_checkpoint(faces_shards, study_p
     assert Checkpoint.load(tmp_path / "models/last.pt").run.terms == {"l1": 50.0}
 
 
-def test_a_nan_loss_stops_naming_model_step_and_term(faces_shards, study_params, tmp_path, monkeypatch):
-    monkeypatch.setattr(L1Loss, "forward", lambda self, L, pred, true: (pred - true).abs().mean() * float("nan"))
-    with pytest.raises(NonFiniteLossError, match=r"model E: non-finite loss at epoch 1, step 0: l1=nan"):
+def test_a_nan_loss_stops_naming_model_step_range_and_term(faces_shards, study_params, tmp_path, monkeypatch):
+    # checked every 4 steps (a host sync each): a NaN at step 5 stops the run at the check of steps 4-7
+    monkeypatch.setattr(objective_module, "FINITE_CHECK_STEPS", 4)
+    calls = []
+
+    def l1_nan_at_step_5(self, L, pred, true):
+        calls.append(None)
+        value = (pred - true).abs().mean()
+        return value * float("nan") if len(calls) == 6 else value
+
+    monkeypatch.setattr(L1Loss, "forward", l1_nan_at_step_5)
+    with pytest.raises(NonFiniteLossError, match=r"model E: non-finite loss at epoch 1, steps 4-7 "
+                                                 r"\(checked every 4 steps\): l1=nan first at step 5"):
         _train(resolve_model(study_params, "E"), faces_shards, tmp_path)
+    assert len(calls) == 8  # it ran on to the end of the checked window, no further
     assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_a_nan_in_the_last_steps_of_an_epoch_stops_before_its_checkpoint(faces_shards, study_params, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(objective_module, "FINITE_CHECK_STEPS", 1000)  # only the end-of-epoch check
+    monkeypatch.setattr(L1Loss, "forward", lambda self, L, pred, true: (pred - true).abs().mean() * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"model A: non-finite loss at epoch 1, steps 0-\d+ .*l1=inf first "
+                                                 r"at step 0"):
+        _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
+    assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_a_resume_leaves_adams_step_counters_on_the_cpu(faces_shards, study_params, tmp_path):
+    # The meta device stands in for a GPU: the checkpoint is read onto the CPU, the weights'
+    # moments go to their parameters' device, Adam's step counters stay on the CPU (on a GPU
+    # each would cost the multi-tensor Adam a host sync per step).
+    study_params["train"].update(epochs=1, decay_epochs=0)
+    run = resolve_model(study_params, "B")  # the discriminator's optimizer too
+    _train(run, faces_shards, tmp_path)
+    saved = Checkpoint.load(tmp_path / "models" / "last.pt")
+    objective = build_objective(run, torch.device("meta"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # copying weights into meta parameters is a no-op
+        progress = try_resume(tmp_path / "models" / "last.pt", run, saved.data, saved.trained_on, objective)
+    assert progress is not None and progress.epoch == 1
+    for opt in objective.optimizers:
+        assert opt.state
+        for param, state in opt.state.items():
+            assert state["step"].device.type == "cpu"
+            assert state["exp_avg"].device == param.device and state["exp_avg_sq"].device == param.device
 
 
 def test_missing_imagenet_weights_stop_before_training(faces_shards, study_params, tmp_path, offline_hub):

@@ -55,13 +55,37 @@ def clip_ab(ab: torch.Tensor) -> torch.Tensor:
     return ab.clamp(AB_MIN, AB_MAX)
 
 
-def _matrix(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return m.to(device=like.device, dtype=like.dtype)
+def _mix(rows: list[list[float]], x: torch.Tensor) -> torch.Tensor:
+    # ((m0*c0 + m1*c1) + m2*c2) per output channel, one rounding per operation: the order
+    # and rounding of the BLAS 3-term dot products the einsum this replaced ran on the
+    # CPU, so CPU results kept their bits. A matmul or einsum would run in TF32 on a GPU
+    # with allow_tf32 (10 mantissa bits: a gray photo's colorfulness 0.0025 -> 0.059) and
+    # in bf16 under autocast; elementwise multiply-adds are touched by neither.
+    # Stacked channel-major, then viewed as [..., 3, H, W]: the einsum's memory layout, which
+    # later reductions (the metrics' per-image means) sum in the order of.
+    c = x.unbind(dim=-3)
+    return torch.stack([c[0] * row[0] + c[1] * row[1] + c[2] * row[2] for row in rows]).movedim(0, -3)
+
+
+class _ApplyMatrix(torch.autograd.Function):
+    """``m @ x`` over the channel axis with exact float32 multiply-adds, backward too
+    (autograd's own backward of :func:`_mix` would sum the three terms in another order)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        matrix = m.to(dtype=x.dtype)  # the einsum's rounding of the float64 constants
+        ctx.rows_t = matrix.T.tolist()  # type: ignore[attr-defined]
+        return _mix(matrix.tolist(), x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, _mix(ctx.rows_t, grad)  # type: ignore[attr-defined]
 
 
 def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    # x: [..., 3, H, W]; mixes the channel axis.
-    return torch.einsum("ij,...jhw->...ihw", _matrix(m, x), x)
+    # x: [..., 3, H, W]; mixes the channel axis. m is a CPU constant: its nine numbers go
+    # to the kernels as scalars, so no device copy and no host sync.
+    return _ApplyMatrix.apply(m, x)
 
 
 def _white(like: torch.Tensor) -> torch.Tensor:

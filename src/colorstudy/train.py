@@ -25,7 +25,7 @@ from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_
 from colorstudy.data.shards import LabShards
 from colorstudy.distributed import ProcessGroup, barrier, start, stop, sum_over_ranks, unwrap, wrap_generator
 from colorstudy.lab import AB_SCALE
-from colorstudy.objective import Objective, build_objective, discriminator_step, generator_step
+from colorstudy.objective import FiniteWatch, Objective, build_objective, discriminator_step, generator_step
 from colorstudy.runtime import autocast, inference, machine_kind, make_reproducible
 from colorstudy.study import RunSpec
 
@@ -151,14 +151,19 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def try_resume(path: Path, run: RunSpec, data: dict[str, str], trained_on: str, objective: Objective,
-               device: torch.device) -> Progress | None:
+def try_resume(path: Path, run: RunSpec, data: dict[str, str], trained_on: str,
+               objective: Objective) -> Progress | None:
     """Restore a run of exactly this spec on exactly these data from ``path``, if there is
-    one, begun on this kind of machine: the checkpoint's ``trained_on`` must stay true."""
+    one, begun on this kind of machine: the checkpoint's ``trained_on`` must stay true.
+
+    Read onto the CPU: ``load_state_dict`` copies weights to their parameters' device and
+    moves the optimizer state there, but for Adam's ``step`` counters, which stay on the
+    CPU. Read onto a GPU, those counters would stay there, and the multi-tensor Adam
+    would call ``.item()`` on each of them: a host sync per parameter tensor per step."""
     if not path.exists():
         return None
     try:
-        saved = Checkpoint.load(path, map_location=device)
+        saved = Checkpoint.load(path, map_location="cpu")
     except CheckpointError as e:
         raise CheckpointError(f"{e}; it is an unfinished run's resume point: delete {path} to train "
                               f"{run.model_id} from the start") from e
@@ -180,6 +185,7 @@ def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, g
     sums = {name: torch.zeros((), device=device) for name in objective.logged}
     generator = objective.generator
     generator.train()
+    watch = FiniteWatch(objective.logged, model_id, device, group)
     bar = tqdm(batches, total=steps, desc=f"{model_id} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not group.is_main)
     for i, (L, ab) in enumerate(bar):
@@ -193,10 +199,14 @@ def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, g
             L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             fake = generator(L)
+        losses = {}
         if objective.discriminator is not None:
-            sums["discriminator"] += discriminator_step(objective, L, ab, fake, device, group)
-        for name, value in generator_step(objective, L, ab, fake, device, (model_id, epoch, step), group).items():
+            losses["discriminator"] = discriminator_step(objective, L, ab, fake, device, group)
+        losses.update(generator_step(objective, L, ab, fake, device))
+        for name, value in losses.items():
             sums[name] += value
+        watch.note(losses, epoch, step)
+    watch.check(epoch, epoch * steps + steps - 1)
     return {name: (sum_over_ranks(value, group) / (steps * group.world)).item() for name, value in sums.items()}
 
 
@@ -232,7 +242,7 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
         work_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
         data = {"shards_sha256": shards.fingerprint()}
         trained_on = machine_kind(device)
-        progress = try_resume(work_dir / LAST, run, data, trained_on, objective, device) or Progress(
+        progress = try_resume(work_dir / LAST, run, data, trained_on, objective) or Progress(
             selected={"epoch": -1, "criterion": cfg.select})
         if progress.epoch and group.is_main:
             print(f"{model_id}: resuming after epoch {progress.epoch} from {work_dir / LAST}")

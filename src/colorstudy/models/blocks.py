@@ -82,8 +82,14 @@ class Generator(nn.Module):
 def imagenet_input(L_n: torch.Tensor) -> torch.Tensor:
     """Normalized L ``[B,1,H,W]`` -> the gray photo as an ImageNet backbone was trained to see
     it: sRGB in [0, 1] with R = G = B (the neutral color of that lightness), then the
-    per-channel ImageNet mean/std. ``L/50 - 1`` fed to summed RGB filters is not that input."""
-    gray = lab.colorize(L_n.float(), torch.zeros_like(L_n).expand(-1, 2, -1, -1))
+    per-channel ImageNet mean/std. ``L/50 - 1`` fed to summed RGB filters is not that input.
+
+    Called inside the generator's forward, i.e. under the training loop's bf16 autocast on a
+    GPU: the conversion runs outside it, in float32, or R, G and B would differ by up to
+    0.0117 and the encoder would no longer see a gray photo."""
+    with torch.autocast(L_n.device.type, enabled=False):
+        L32 = L_n.float()
+        gray = lab.colorize(L32, torch.zeros_like(L32).expand(-1, 2, -1, -1))
     mean = torch.tensor(IMAGENET_MEAN, device=L_n.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=L_n.device).view(1, 3, 1, 1)
     return (gray - mean) / std
