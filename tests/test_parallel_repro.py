@@ -208,3 +208,11 @@ def test_machines_split_the_trainings_and_one_assembles_the_study_without_retrai
         assert (final / "data" / "models" / model / "selected.pt").read_bytes() == trained
     assert (final / "reports" / "report.md").is_file()
     assert "up to date" in dvc(final, "status")
+
+
+def test_an_unknown_target_stops_before_anything_runs(tmp_path):
+    repo = toy_repo(tmp_path / "toy")
+    out = colorstudy_repro(repo, "-j", "2", "nosuchstage")
+    assert out.returncode == 2 and out.stderr.startswith("colorstudy repro: error: ")
+    assert "nosuchstage" in out.stderr
+    assert not (repo / "a.txt").exists()
