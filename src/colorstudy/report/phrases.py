@@ -59,6 +59,11 @@ def metric_header(name: str, results: Sequence[ModelResult]) -> str:
     return text
 
 
+# What a random-init backbone makes incomparable, in the reader's words
+RANDOM_BACKBONE_USE = {"alexnet": "LPIPS", "inception_fid": "FID", "vgg16": "the perceptual loss",
+                       "resnet34": "the ResNet encoders"}
+
+
 def headline_caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequence[ModelResult], n: int,
              n_photos: int) -> list[str]:
     """What limits the headline, in the reader's words; empty when nothing does."""
@@ -81,8 +86,9 @@ def headline_caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequ
     random = sorted({label.split(":")[0] for r in rows for label in r.summary.get("provenance", {}).values()
                      if is_random(label)})
     if random:
-        out.append(f"randomly initialized backbones ({', '.join(random)}): the numbers that depend on them (LPIPS, "
-                   f"FID, a perceptual loss) are not comparable to published ones")
+        uses = ", ".join(f"{name}: {RANDOM_BACKBONE_USE.get(name, 'its numbers')}" for name in random)
+        out.append(f"randomly initialized backbones ({uses}): the numbers that depend on them are not comparable "
+                   f"to published ones")
     return out
 
 
