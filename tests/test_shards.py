@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from test_images import desaturated, toned
 from colorstudy.data import preprocess as preprocess_module
 from colorstudy.data.preprocess import preprocess
 from colorstudy.data.shards import LabShards
-from colorstudy.data.splits import SplitAssigner, hash_split
+from colorstudy.data.splits import SplitAssigner, hash_split, load_sources
 from colorstudy.data.sources import Source, write_sources
 from colorstudy.lab import denormalize_ab, denormalize_l
 
@@ -200,7 +201,27 @@ def test_max_images_and_split_stability_end_to_end(built, tmp_path):
     assert m["sources"] == 20
     few = pd.read_parquet(tmp_path / "few" / "manifest.parquet").set_index("id")["split"]
     full = pd.read_parquet(out / "manifest.parquet").set_index("id")["split"]
-    assert len(few) and (full.loc[few.index] == few).all()
+    # a copy whose original was not drawn is no duplicate in the subset: kept there only
+    duplicates = pd.read_csv(out / "rejects.csv").query("reason == 'duplicate'")["path"]
+    only_here = set(few.index) - set(full.index)
+    assert {f"{i}.jpg" for i in only_here} <= set(duplicates)
+    common = few.index.intersection(full.index)
+    assert len(common) >= 15 and (full.loc[common] == few.loc[common]).all()
+
+
+def test_max_images_spreads_over_a_folder_laid_out_by_class(tmp_path):
+    # 3 classes stored one after the other: the first 30 paths would be class a alone
+    rows = sources([f"{c}/img{i:03d}" for c in "abc" for i in range(100)])
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_sources(raw, rows)
+    kept = load_sources(raw, DataParams(**{**PARAMS.__dict__, "max_images": 30}))
+    assert len(kept) == 30 and [r.path for r in kept] == sorted(r.path for r in kept)
+    per_class = Counter(r.path[0] for r in kept)
+    assert set(per_class) == set("abc") and min(per_class.values()) >= 5, per_class
+    # seeded, and the same set on every call
+    again = load_sources(raw, DataParams(**{**PARAMS.__dict__, "max_images": 30}))
+    assert [r.path for r in again] == [r.path for r in kept]
 
 
 def test_explicit_split_when_official_or_fixed_by_the_dataset():

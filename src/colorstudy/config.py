@@ -158,7 +158,7 @@ class DataParams:
     min_hue_spread: float = 2.5
     min_side: int = 32  # photos smaller than this (pixels, shorter side) are rejected
     max_pixels: int = 89_478_485  # PIL's decompression-bomb limit
-    max_images: int | None = None  # keep only the first N sources (quick trials)
+    max_images: int | None = None  # keep N sources, drawn by a seeded hash of the path (quick trials)
     shard_size: int = 1024  # images per Arrow shard
     seed: int = 42
 

@@ -26,12 +26,22 @@ FIXED_SPLIT_DATASETS = frozenset({"sample"})  # sources whose sources.csv split 
 
 
 def load_sources(raw_dir: str | Path, params: DataParams) -> list[Source]:
-    """``sources.csv`` of ``raw_dir`` sorted by path, cut to the first ``params.max_images``."""
+    """``sources.csv`` of ``raw_dir`` sorted by path; ``params.max_images`` keeps that many,
+    chosen by a seeded hash of the path, not the first by path.
+
+    Why: a folder laid out by class sorts class by class, so the first N paths were the
+    first classes only, and a quick trial trained and tested on another distribution than
+    the full run. A hash order is a spread over the whole folder, the same on every machine.
+    """
     rows = sorted(read_sources(Path(raw_dir)), key=lambda r: r.path)
     bad = [r.path for r in rows if r.split not in ("", *SPLITS) or r.crops < 1]
     if bad:
         raise ValueError(f"{Path(raw_dir) / SOURCES_CSV}: bad split or crops for {bad[:3]}")
-    return rows if params.max_images is None else rows[:params.max_images]
+    if params.max_images is None:
+        return rows
+    rank = lambda r: hashlib.sha256(f"{params.seed}\0{r.path}".encode()).digest()  # noqa: E731
+    kept = set(id(r) for r in sorted(rows, key=rank)[:params.max_images])
+    return [r for r in rows if id(r) in kept]
 
 
 def _image_ids(paths: Sequence[str]) -> list[str]:
