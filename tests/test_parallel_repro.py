@@ -9,9 +9,12 @@ no byte, and that machines sharing a remote assemble a study without retraining.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +219,40 @@ def test_an_unknown_target_stops_before_anything_runs(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("colorstudy repro: error: ")
     assert "nosuchstage" in out.stderr
     assert not (repo / "a.txt").exists()
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """PIDs whose working directory is ``folder`` (the stages' commands run there)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+def test_a_terminated_run_stops_its_stages_and_the_next_run_finishes(tmp_path):
+    repo = toy_repo(tmp_path / "toy").resolve()
+    (repo / "work.py").write_text(WORK.replace('partner != "-"', "False"))
+    commit(repo, "no barrier")
+    for item in "xy":
+        (repo / f"sleep-{item}").write_text("60")
+    proc = subprocess.Popen([sys.executable, "-m", "colorstudy", "repro", "--no-progress", "-j", "2"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not all((repo / f"started-{i}").exists() for i in "xy") and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0
+    deadline = time.time() + 15
+    while _processes_in(repo) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_in(repo) == []  # no stage left running behind the wrapper's back
+    for item in "xy":
+        (repo / f"sleep-{item}").unlink()
+    out = colorstudy_repro(repo, "-j", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "up to date" in dvc(repo, "status")

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +152,10 @@ def _result(log: str, returncode: int) -> str:
     return "ran" if re.search(r"Running stage '", log) else "unchanged"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class Runner:
     """Starts each stage's ``dvc repro`` in a free slot once its upstream stages are done."""
 
@@ -198,6 +203,9 @@ class Runner:
     def run(self, progress: bool = True) -> list[Outcome]:
         bar = tqdm(total=len(self.plan.order), desc="repro", unit="stage", disable=not progress)
         failed = False
+        # The stages run in sessions of their own (a terminal's Ctrl-C reaches only this
+        # process); a SIGTERM (kill, a batch scheduler's time limit) must stop them too.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
                 for stage in self._ready(failed):
@@ -219,6 +227,7 @@ class Runner:
                 bar.set_postfix_str(", ".join(sorted(self.running)), refresh=False)
                 time.sleep(POLL_SECONDS)
         finally:
+            signal.signal(signal.SIGTERM, previous)
             bar.close()
             self._stop_all()
 
@@ -226,7 +235,7 @@ class Runner:
         # Only on an interrupt: DVC's SIGINT handling removes a half-written output cleanly.
         for proc, *_ in self.running.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, 2)
+                os.killpg(proc.pid, signal.SIGINT)
         for proc, *_ in self.running.values():
             proc.wait()
 
