@@ -256,3 +256,20 @@ def test_a_terminated_run_stops_its_stages_and_the_next_run_finishes(tmp_path):
     out = colorstudy_repro(repo, "-j", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "up to date" in dvc(repo, "status")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and 2 cores")
+def test_each_stage_runs_on_its_slots_cores(tmp_path):
+    repo = toy_repo(tmp_path / "toy")
+    work = WORK.replace('pathlib.Path(f"started-{me}").touch()',
+                        'import os; pathlib.Path(f"started-{me}").write_text(str(sorted(os.sched_getaffinity(0))))')
+    (repo / "work.py").write_text(work)
+    commit(repo, "record affinity")
+    out = colorstudy_repro(repo, "-j", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    took = timings(repo)
+    cores = sorted(os.sched_getaffinity(0))
+    for item in "xy":
+        slot = make_slots(2, [], cores)[took[f"work@{item}"]["slot"]]
+        assert (repo / f"started-{item}").read_text() == str(sorted(slot.cores))

@@ -169,14 +169,11 @@ class Runner:
     def _start(self, stage: str, slot: Slot) -> None:
         log = self.root / LOG_DIR / f"{stage}.log"
         cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", *self.dvc_args, stage]
+        # pinned in the child before DVC starts: the stage's command inherits the affinity
+        pin = (lambda: os.sched_setaffinity(0, slot.cores)) if hasattr(os, "sched_setaffinity") else None
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
-                                    env=slot.environment(), start_new_session=True)
-        if hasattr(os, "sched_setaffinity"):
-            try:
-                os.sched_setaffinity(proc.pid, slot.cores)  # children (the stage's command) inherit it
-            except ProcessLookupError:  # it already ended: its exit status says how
-                pass
+                                    env=slot.environment(), start_new_session=True, preexec_fn=pin)
         self.running[stage] = (proc, slot, time.time(), log)
 
     def _reap(self) -> list[Outcome]:
