@@ -246,7 +246,7 @@ def test_a_terminated_run_stops_its_stages_and_the_next_run_finishes(tmp_path):
     while not all((repo / f"started-{i}").exists() for i in "xy") and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) != 0
+    assert proc.wait(timeout=90) != 0  # SIGINT to the stages, escalating after 20 s each
     deadline = time.time() + 15
     while _processes_in(repo) and time.time() < deadline:
         time.sleep(0.2)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 LOG_DIR = Path("logs") / "repro"  # one log per stage (DVC's own output and the command's), and timings.json
 POLL_SECONDS = 0.2
+STOP_GRACE_SECONDS = 20  # after an interrupt, before a stage that is still running is terminated
 
 
 class ReproError(Exception):
@@ -229,12 +230,19 @@ class Runner:
             self._stop_all()
 
     def _stop_all(self) -> None:
-        # Only on an interrupt: DVC's SIGINT handling removes a half-written output cleanly.
-        for proc, *_ in self.running.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc, *_ in self.running.values():
-            proc.wait()
+        # Only on an interrupt. SIGINT first: DVC's own handling removes a half-written output
+        # cleanly. A stage still running after STOP_GRACE_SECONDS gets SIGTERM, then SIGKILL:
+        # none may outlive the wrapper.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            alive = [proc for proc, *_ in self.running.values() if proc.poll() is None]
+            for proc in alive:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + STOP_GRACE_SECONDS
+            while any(proc.poll() is None for proc in alive) and time.time() < deadline:
+                time.sleep(POLL_SECONDS)
 
 
 def keep_sequential_lock_order(root: Path, plan: Plan) -> None:
