@@ -214,8 +214,8 @@ class AdversarialParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainParams:
-    """``train``: the optimization, shared by every model of the study."""
+class TrainSettings:
+    """The optimization, shared by every model and seed of the study (``train`` less its seeds)."""
 
     epochs: int = 2
     decay_epochs: int = 1
@@ -223,7 +223,6 @@ class TrainParams:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     width: int = 16  # generator base width (64: the published size)
     augment: bool = True
@@ -251,6 +250,38 @@ class TrainParams:
         require(self.nproc == 1 or self.device in ("auto", "cpu", "cuda"), "train.device",
                 f"{self.device} names one GPU but train.nproc={self.nproc}: use `cuda` (process k "
                 f"takes cuda:k; CUDA_VISIBLE_DEVICES picks which GPUs) or train.nproc=1")
+
+
+MAX_SEED = 2**31 - 1  # the training seeds torch.manual_seed(seed * 1000 + epoch) with room to spare
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams(TrainSettings):
+    """``train``: the optimization, and the seeds every model is trained with.
+
+    Each (model, seed) is its own run (DVC stage ``train@ID-SEED``): a second seed is a
+    second draw of initial weights, data order, augmentation and dropout, which is how
+    the report measures how much a result moves from one training to the next.
+    """
+
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.seeds) >= 1, "train.seeds", "list at least one seed, e.g. [0, 1, 2]")
+        require(len(set(self.seeds)) == len(self.seeds), "train.seeds", f"{self.seeds} repeats a seed")
+        require(all(0 <= s <= MAX_SEED for s in self.seeds), "train.seeds", f"seeds must be in 0..{MAX_SEED}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunTrainParams(TrainSettings):
+    """The ``train`` section of one run spec: the shared settings and this run's seed."""
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 <= self.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +367,9 @@ class Params:
         models = raw.get("models") or {}
         if not isinstance(models, Mapping):
             raise ParamsError(f"models: expected a table of study ids, got {models!r}")
+        if isinstance(raw.get("train"), Mapping) and "seed" in raw["train"]:
+            raise ParamsError(f"train.seed: the study trains every model with each of train.seeds (a list); "
+                              f"write `seeds: [{raw['train']['seed']}]` for one seed")
         hints = typing.get_type_hints(cls)
         sections = {name: section(raw, name, hints[name]) for name in names if name != "models"}
         return cls(models={str(k): parse(ModelSpec, v, f"models.{k}") for k, v in models.items()}, **sections)

@@ -1,7 +1,7 @@
 """The study table: resolving one model id of ``params.yaml`` into its full objective.
 
-``resolve_model`` turns ``models.<id>`` plus the global sections it draws on into one
-self-contained JSON document (the "run spec"). The ``resolve`` DVC stage writes
+``resolve_model`` turns ``models.<id>`` and one of ``train.seeds``, plus the global sections
+they draw on, into one self-contained JSON document (the "run spec"). The ``resolve`` DVC stage writes
 it and ``train@<id>`` depends on that file instead of on params. DVC cannot list a
 model's params dependencies from data (its templating does not expand lists), but
 it skips a stage whose inputs hash the same: so ``dvc exp run -S loss.perceptual=20``
@@ -25,6 +25,7 @@ from colorstudy.config import (
     Params,
     ParamsError,
     PerceptualParams,
+    RunTrainParams,
     TrainParams,
     parse,
     require,
@@ -73,7 +74,7 @@ class RunSpec:
     arch_kwargs: dict[str, Any]  # the generator's arguments (its registry defaults for the size + overrides)
     terms: dict[str, float]  # loss term -> its weight λ, global or the model's override
     image_size: int
-    train: TrainParams
+    train: RunTrainParams  # the shared settings and this run's seed
     perceptual: PerceptualParams | None = None  # when "perceptual" is a term
     adversarial: AdversarialParams | None = None  # when "adversarial" is a term; layers resolved
 
@@ -83,6 +84,15 @@ class RunSpec:
                     f"the {term} section goes with the {term} term (terms: {sorted(self.terms)})")
         require(self.adversarial is None or self.adversarial.layers != "auto", "adversarial.layers",
                 "a run spec holds the PatchGAN depth actually built, not `auto`")
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
+    def run_name(self) -> str:
+        """The DVC stage suffix of this run (``train@A-0``): model id and seed."""
+        return f"{self.model_id}-{self.seed}"
 
     def to_json(self) -> str:
         # sorted keys and a fixed layout: equal specs must be equal bytes for DVC's hash
@@ -117,11 +127,25 @@ class RunSpec:
         return cls.from_json(Path(path).read_text(), str(path))
 
 
-def resolve_model(params: Params | Mapping[str, Any], model_id: str) -> RunSpec:
-    """The run spec of one study id: everything its training reads, and nothing else."""
+def run_train_params(train: TrainParams, seed: int) -> RunTrainParams:
+    """One run's ``train`` section: the shared settings, and ``seed`` in place of the list
+    (so adding a seed leaves the other runs' specs, and their trainings, untouched)."""
+    shared = {f.name: getattr(train, f.name) for f in dataclasses.fields(train) if f.name != "seeds"}
+    return RunTrainParams(**shared, seed=seed)
+
+
+def spec_path(study_dir: str | Path, model_id: str, seed: int) -> Path:
+    """Where ``resolve`` writes the run spec of ``model_id`` trained with ``seed`` (dvc.yaml's layout)."""
+    return Path(study_dir) / model_id / f"seed{seed}.json"
+
+
+def resolve_model(params: Params | Mapping[str, Any], model_id: str, seed: int | None = None) -> RunSpec:
+    """The run spec of one study id and seed (default: the first of ``train.seeds``):
+    everything its training reads, and nothing else."""
     parsed = validate_params(params)
     if model_id not in parsed.models:
         raise ParamsError(f"models: no study id {model_id!r}; ids: {sorted(parsed.models)}")
+    seed = parsed.train.seeds[0] if seed is None else seed
     spec, data, loss, train = parsed.models[model_id], parsed.data, parsed.loss, parsed.train
     adversarial = None
     if "adversarial" in spec.terms:
@@ -134,7 +158,14 @@ def resolve_model(params: Params | Mapping[str, Any], model_id: str) -> RunSpec:
         arch_kwargs={**default_arch_kwargs(spec.generator, data.image_size, train.width), **spec.arch},
         terms={term: spec.loss_weights.get(term, getattr(loss, term)) for term in spec.terms},
         image_size=data.image_size,
-        train=train,
+        train=run_train_params(train, seed),
         perceptual=parsed.perceptual if "perceptual" in spec.terms else None,
         adversarial=adversarial,
     )
+
+
+def resolve_study(params: Params | Mapping[str, Any], model_ids: list[str] | None = None) -> list[RunSpec]:
+    """Every run of the study (or of ``model_ids``): each model with each of ``train.seeds``."""
+    parsed = validate_params(params)
+    return [resolve_model(parsed, model_id, seed)
+            for model_id in (model_ids or list(parsed.models)) for seed in parsed.train.seeds]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from colorstudy.checkpoint import Checkpoint, CheckpointError
-from colorstudy.config import TrainParams
+from colorstudy.config import RunTrainParams
 from colorstudy.data.loader import EpochBatches, ResidentSplit, SplitData, load_split
 from colorstudy.data.shards import LabShards
 from colorstudy.distributed import ProcessGroup, barrier, start, stop, sum_over_ranks, unwrap, wrap_generator
@@ -177,7 +177,7 @@ def try_resume(path: Path, run: RunSpec, data: dict[str, str], trained_on: str,
     return Progress(saved.epoch, saved.selected, saved.history)
 
 
-def train_epoch(objective: Objective, cfg: TrainParams, batches: EpochBatches, gen: torch.Generator,
+def train_epoch(objective: Objective, cfg: RunTrainParams, batches: EpochBatches, gen: torch.Generator,
                 epoch: int, model_id: str, device: torch.device, group: ProcessGroup) -> dict[str, float]:
     """One pass over the training split; returns each logged loss's mean over steps and ranks."""
     steps = batches.steps
@@ -227,7 +227,7 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
     rank 0 alone validates and writes. ``memory_budget``: bytes a resident split may
     take (default: a share of free memory); over it the split is streamed.
     """
-    model_id, cfg = run.model_id, run.train
+    model_id, cfg = run.run_name, run.train  # "A-0": the model and its seed, in every message
     group, device = start(cfg.nproc, cfg.device)
     try:
         make_reproducible(device, cfg.num_threads)
@@ -274,7 +274,7 @@ def train_model(run: RunSpec, shards_dir: str | Path, out_dir: str | Path, log_d
 class RunWriter:
     """Rank 0's side of a run: the per-epoch record, the checkpoints, dvclive's files."""
 
-    def __init__(self, run: RunSpec, cfg: TrainParams, data: dict[str, str], work_dir: Path,
+    def __init__(self, run: RunSpec, cfg: RunTrainParams, data: dict[str, str], work_dir: Path,
                  log_dir: Path, progress: Progress, trained_on: str) -> None:
         from dvclive import Live
 
@@ -294,7 +294,7 @@ class RunWriter:
 
     def end_epoch(self, objective: Objective, epoch: int, steps: int, losses: dict[str, float],
                   val: dict[str, float], baseline: dict[str, float]) -> None:
-        cfg, progress, model_id = self.cfg, self.progress, self.run.model_id
+        cfg, progress, model_id = self.cfg, self.progress, self.run.run_name
         record = {f"train/{name}": value for name, value in losses.items()}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"val/baseline_{k}": v for k, v in baseline.items()})
@@ -316,6 +316,7 @@ class RunWriter:
     def finish(self, out_dir: Path, baseline: dict[str, float], streamed: bool) -> dict[str, Any]:
         selected = self.progress.selected
         summary = {
+            "seed": self.cfg.seed,
             "select": self.cfg.select,
             "selected_epoch": selected["epoch"],
             "epochs": self.cfg.epochs,
