@@ -8,6 +8,7 @@ colors can be checked against the truth.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -37,10 +38,13 @@ TINY = {"width": 4, "depth": 5}  # unet, stride 32
 
 
 
-def save_checkpoint(path: Path, model_id: str, arch: str, arch_kwargs: dict, model: torch.nn.Module) -> Path:
+def save_checkpoint(path: Path, model_id: str, arch: str, arch_kwargs: dict, model: torch.nn.Module,
+                    seed: int = 0, val_ab_l1: float | None = 0.0) -> Path:
     run = run_spec(model_id, generator=arch, arch_kwargs=arch_kwargs, image_size=TRAIN_SIZE)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, seed=seed))
+    selected = {"epoch": 1, "criterion": "last"} | ({} if val_ab_l1 is None else {"ab_l1": val_ab_l1})
     Checkpoint(model_id=model_id, architecture=arch, arch_kwargs=arch_kwargs, run=run, generator=model.state_dict(),
-               selected={"epoch": 1, "criterion": "last", "ab_l1": 0.0}, epoch=1).save(path)
+               selected=selected, epoch=1).save(path)
     return path
 
 
@@ -56,7 +60,7 @@ def models_dir(tmp_path_factory) -> Path:
     """``tiny``: a random unet; ``faces``: the same trained 200 L1 steps on 64 faces."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    save_checkpoint(root / "tiny" / "selected.pt", "tiny", "unet", TINY, build_generator("unet", **TINY))
+    save_checkpoint(root / "tiny" / "seed0" / "selected.pt", "tiny", "unet", TINY, build_generator("unet", **TINY))
 
     torch.manual_seed(0)
     arch_kwargs = {"width": 8, "depth": 5}
@@ -70,7 +74,7 @@ def models_dir(tmp_path_factory) -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    save_checkpoint(root / "faces" / "selected.pt", "faces", "unet", arch_kwargs, model)
+    save_checkpoint(root / "faces" / "seed0" / "selected.pt", "faces", "unet", arch_kwargs, model)
     return root
 
 
@@ -351,14 +355,14 @@ def test_unknown_model_lists_the_trained_ones(tmp_path, models_dir, capsys):
     assert main(["colorize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"), "--model", "Z",
                  "--models-dir", str(models_dir)]) == 2
     err = capsys.readouterr().err
-    assert "'Z'" in err and "faces, tiny" in err
+    assert "'Z'" in err and "faces (seed 0), tiny (seed 0)" in err
 
 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path, models_dir):
     torch.manual_seed(0)
     wrong = save_checkpoint(tmp_path / "wrong.pt", "wrong", "unet", {"width": 8, "depth": 5},
                             build_generator("unet", **TINY))
-    with pytest.raises(cz.ColorizeError, match=r"(?s)does not fit.*trained models in .*: faces, tiny"):
+    with pytest.raises(cz.ColorizeError, match=r"(?s)does not fit.*trained models in .*: faces \(seed 0\), tiny \(seed 0\)"):
         cz.load_colorizer(wrong, device="cpu", models_dir=models_dir)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(cz.ColorizeError, match="not a readable checkpoint"):
@@ -376,7 +380,9 @@ def test_default_model_comes_from_the_ranking(tmp_path, models_dir, monkeypatch,
     Path("reports").mkdir()
     Path("reports/ranking.json").write_text(json.dumps({"best": "tiny", "ranking": ["tiny", "faces"]}))
     assert main(["colorize", "a.jpg", "-o", "out", "--no-progress"]) == 0
-    assert "model tiny" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model tiny" in err
+    assert "tiny (the best model in reports/ranking.json): serving seed 0 of trained seeds 0 (the only trained seed" in err
     assert Image.open("out/a.jpg").size == (128, 128)
 
 

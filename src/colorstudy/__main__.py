@@ -50,8 +50,11 @@ def _add_colorize(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the colorized photos (same file names; folder layout kept)")
     p.add_argument("--model", metavar="ID|CHECKPOINT",
-                   help="study id (uses MODELS_DIR/ID/selected.pt) or a checkpoint file; "
-                        "default: the best model of reports/ranking.json")
+                   help="study id (one of its trained seeds, MODELS_DIR/ID/seedS/selected.pt; see --seed) "
+                        "or a checkpoint file; default: the best model of reports/ranking.json")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="serve this trained seed of the study id (default: the seed with the lowest "
+                        "validation ab-L1, ties to the smaller seed; the choice is printed on every run)")
     p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR),
                    help="where study ids are looked up (default: %(default)s)")
     p.add_argument("--size", type=_positive_int, metavar="N",
@@ -77,10 +80,13 @@ def _colorize(args: argparse.Namespace) -> int:
     from colorstudy.colorize_files import colorize_paths
 
     try:
-        colorizer = load_colorizer(args.model, device=args.device, models_dir=args.models_dir, size=args.size)
+        colorizer = load_colorizer(args.model, device=args.device, models_dir=args.models_dir, size=args.size,
+                                   seed=args.seed)
     except ColorizeError as e:
         print(f"colorstudy colorize: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    if colorizer.served is not None:  # load_colorizer always sets it; a Colorizer built by hand has none
+        print(colorizer.served.message, file=sys.stderr)
     print(f"model {colorizer.name} ({colorizer.architecture}) at {colorizer.size}x{colorizer.size} "
           f"on {colorizer.device}", file=sys.stderr)
     summary = colorize_paths(args.inputs, args.output_dir, colorizer, batch_size=args.batch_size,

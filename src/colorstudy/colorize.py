@@ -26,12 +26,14 @@ clipped per channel (as the study's metrics do), which changes their lightness.
 Outputs keep the input's size and file format (JPEG at quality 95) unless a format is
 asked for; RGBA and LA inputs keep their alpha, 16-bit inputs are written as 8-bit
 RGB, and metadata (EXIF, ICC profiles) is not copied: outputs are upright sRGB.
+
+Which checkpoint a study id serves (one of its trained seeds, by a documented rule, said
+on every run) is :mod:`colorstudy.colorize_models`'s business.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +43,21 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps
 from torch import nn
 
-from colorstudy.checkpoint import Checkpoint, CheckpointError
+from colorstudy.checkpoint import CheckpointError
 from colorstudy.cli_defaults import DEFAULT_MODELS_DIR
+from colorstudy.colorize_models import (
+    CHECKPOINT_NAME,
+    DEFAULT_RANKING,
+    ColorizeError,
+    Served,
+    available_models,
+    choose_checkpoint,
+    colorize_error,
+    trained_models_hint,
+    trained_seeds,
+)
 from colorstudy.lab import denormalize_ab, lab_from_l_ab, lab_to_rgb, normalize_l, rgb_to_lab, to_uint8
 from colorstudy.runtime import autocast, inference, resolve_device
-
-DEFAULT_RANKING = Path("reports/ranking.json")
-CHECKPOINT_NAME = "selected.pt"
 
 # Full-resolution pixels converted at a time. The Lab conversions keep a dozen or more
 # float32 temporaries of a strip alive (~4 MB per 64 K pixels), whatever the photo's
@@ -65,91 +75,40 @@ _CONVERT = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA",
             "I": "I;16", "I;16B": "I;16", "I;16L": "I;16", "I;16N": "I;16"}
 
 
-class ColorizeError(RuntimeError):
-    """The colorizer cannot start (no such model, no ranking, no GPU); the message says what to do."""
-
-
 # -- models --------------------------------------------------------------------------
-
-def available_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[str]:
-    """Study ids with a trained checkpoint under ``models_dir``."""
-    root = Path(models_dir)
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if (d / CHECKPOINT_NAME).is_file())
-
-
-def _trained_models_hint(models_dir: Path) -> str:
-    ids = available_models(models_dir)
-    if ids:
-        return f"trained models in {models_dir}: {', '.join(ids)}"
-    return f"there are no trained models in {models_dir} (run `dvc repro` to train the study)"
-
-
-def _first_lines(text: str, keep: int = 3) -> str:
-    # a state-dict mismatch lists every tensor; the first few say enough
-    lines = text.splitlines()
-    return "\n".join(lines[:keep] + ([f"\t... ({len(lines) - keep} more lines)"] if len(lines) > keep else []))
-
-
-def resolve_checkpoint(model: str | Path | None, models_dir: str | Path = DEFAULT_MODELS_DIR,
-                       ranking: str | Path = DEFAULT_RANKING) -> Path:
-    """The checkpoint file a ``--model`` value names.
-
-    ``None`` -> the best model of the last report (``ranking``); a file -> itself; a
-    folder holding ``selected.pt`` -> that; anything else is a study id under ``models_dir``.
-    """
-    models_dir = Path(models_dir)
-    if model is None:
-        ranking = Path(ranking)
-        if not ranking.is_file():
-            raise ColorizeError(
-                f"no --model given and {ranking} does not exist, so there is no best model to use: "
-                f"run `dvc repro` to train and rank the study's models, or pass --model ID|CHECKPOINT "
-                f"({_trained_models_hint(models_dir)})")
-        try:
-            report = json.loads(ranking.read_text())
-            model = report.get("best") or report["ranking"][0]
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise ColorizeError(f"{ranking} names no best model ({type(e).__name__}: {e}); "
-                                f"rerun `dvc repro` or pass --model ID|CHECKPOINT") from e
-    path = Path(model)
-    if path.is_file():
-        return path
-    if (path / CHECKPOINT_NAME).is_file():
-        return path / CHECKPOINT_NAME
-    if path.suffix in (".pt", ".pth") or len(path.parts) > 1:
-        raise ColorizeError(f"no checkpoint file {path}; {_trained_models_hint(models_dir)}")
-    candidate = models_dir / str(model) / CHECKPOINT_NAME
-    if not candidate.is_file():
-        raise ColorizeError(f"no trained model {str(model)!r} (no {candidate}); {_trained_models_hint(models_dir)}")
-    return candidate
-
 
 def model_size(size: int, stride: int) -> int:
     """``size`` rounded to the nearest multiple of the model's stride (at least one stride)."""
     return max(stride, round(size / stride) * stride)
 
 
+def resolve_checkpoint(model: str | Path | None, models_dir: str | Path = DEFAULT_MODELS_DIR,
+                       ranking: str | Path = DEFAULT_RANKING, seed: int | None = None) -> Path:
+    """The checkpoint file a ``--model`` (and ``--seed``) value names; the rule is
+    :func:`colorstudy.colorize_models.choose_checkpoint`'s, which also says why."""
+    return choose_checkpoint(model, models_dir, ranking, seed)[0].path
+
+
 def load_colorizer(model: str | Path | None = None, device: str = "auto",
                    models_dir: str | Path = DEFAULT_MODELS_DIR, size: int | None = None,
-                   ranking: str | Path = DEFAULT_RANKING) -> Colorizer:
+                   ranking: str | Path = DEFAULT_RANKING, seed: int | None = None) -> Colorizer:
     """A :class:`Colorizer` for a study id, a checkpoint path, or (``None``) the best ranked model.
 
+    A study id serves the trained seed with the lowest validation ab-L1 (ties: the
+    smaller seed), or ``seed``; ``Colorizer.served.message`` says which and why.
     ``size`` is the square resolution the model runs at; by default the one it was
     trained at. The checkpoint is read with ``weights_only=True``.
     """
-    path = resolve_checkpoint(model, models_dir, ranking)
+    served, trained = choose_checkpoint(model, models_dir, ranking, seed)
+    path = served.path
     try:
         dev = resolve_device(device)
     except (RuntimeError, ValueError) as e:
         raise ColorizeError(str(e)) from e
     try:
-        trained = Checkpoint.load(path)  # weights_only=True: a checkpoint cannot run code
         net = trained.model(dev)
     except CheckpointError as e:
-        where = "" if str(path) in str(e) else f"{path}: "
-        raise ColorizeError(f"{where}{_first_lines(str(e))}; {_trained_models_hint(Path(models_dir))}") from e
+        raise colorize_error(path, e, models_dir) from e
     if size is None:
         if trained.run is None:
             raise ColorizeError(f"{path} does not say which image size it was trained at; pass --size N")
@@ -157,7 +116,7 @@ def load_colorizer(model: str | Path | None = None, device: str = "auto",
     if size < 1:
         raise ColorizeError(f"size must be a positive number of pixels, got {size}")
     return Colorizer(net, dev, model_size(size, getattr(net, "stride", 1)),
-                     name=trained.model_id or path.parent.name, architecture=trained.architecture)
+                     name=trained.model_id or served.label, architecture=trained.architecture, served=served)
 
 
 # -- images --------------------------------------------------------------------------
@@ -261,12 +220,13 @@ class Colorizer:
     """A loaded generator plus the resolution it runs at; see :func:`load_colorizer`."""
 
     def __init__(self, model: nn.Module, device: torch.device, size: int, name: str = "model",
-                 architecture: str = "?") -> None:
+                 architecture: str = "?", served: Served | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.size = size
         self.name = name
         self.architecture = architecture
+        self.served = served  # which checkpoint (seed) and why; None for a model handed in directly
 
     def model_input(self, photo: Photo) -> torch.Tensor:
         """Normalized L ``[1, size, size]`` of the photo resized as the training images were."""
@@ -322,5 +282,6 @@ def side_by_side(photo: Photo, rendered: Rendered) -> Image.Image:
     return sheet
 
 
-__all__ = ["ColorizeError", "Colorizer", "Photo", "Rendered", "available_models", "load_colorizer", "model_size",
-           "open_photo", "prepare", "resolve_checkpoint", "side_by_side", "upsample_rows"]
+__all__ = ["CHECKPOINT_NAME", "DEFAULT_RANKING", "ColorizeError", "Colorizer", "Photo", "Rendered", "Served",
+           "available_models", "load_colorizer", "model_size", "open_photo", "prepare", "resolve_checkpoint",
+           "side_by_side", "trained_models_hint", "trained_seeds", "upsample_rows"]
