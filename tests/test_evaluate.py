@@ -87,12 +87,17 @@ def study_files(tmp_path_factory) -> dict[str, Path]:
     return _CACHE["study"]
 
 
-def evaluated(tmp_path_factory, model_id: str, params: EvaluateParams = PARAMS):
-    """The Evaluation of ``model_id`` (A, C or baseline) with ``params`` (PARAMS or NO_FID), computed once."""
-    key = (model_id, params)
+def evaluated(tmp_path_factory, model_id: str, params: EvaluateParams = PARAMS, seed: int = 0):
+    """The Evaluation of ``model_id`` (A, C or baseline) with ``params`` (PARAMS or NO_FID), computed
+    once; ``seed`` > 0: another training seed's checkpoint of that model (other random weights)."""
+    key = (model_id, params, seed)
     if key not in _CACHE:
         files = study_files(tmp_path_factory)
-        _CACHE[key] = evaluate(files.get(model_id, BASELINE), files["shards"], params)
+        model = files.get(model_id, BASELINE)
+        if seed and model_id != BASELINE:
+            model = make_checkpoint(files["root"] / f"models/{model_id}/seed{seed}/selected.pt", model_id,
+                                    100 * seed + {"A": 1, "C": 2}[model_id], perceptual=model_id == "C")
+        _CACHE[key] = evaluate(model, files["shards"], params)
     return _CACHE[key]
 
 

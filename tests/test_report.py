@@ -19,6 +19,7 @@ from test_evaluate import FACES, NO_FID, PARAMS, ROOT, evaluated, run_stage, stu
 
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
 MODELS = ["A", "C"]
+SEEDS = [0, 1]
 
 
 def two_model_params(fid_weights: str = PARAMS.fid_weights) -> dict:
@@ -26,6 +27,7 @@ def two_model_params(fid_weights: str = PARAMS.fid_weights) -> dict:
     params = load_params(ROOT / "params.yaml")
     params["models"] = {i: params["models"][i] for i in MODELS}
     params["report"] = {"grid_images": 3, "examples": 1}
+    params["train"]["seeds"] = SEEDS
     params["evaluate"]["fid_weights"] = fid_weights
     return params
 
@@ -45,14 +47,18 @@ def write_curves(folder: Path, epochs: int, scale: float) -> None:
 
 
 def report_inputs(tmp_path_factory, params=PARAMS) -> dict[str, Path]:
-    """The evaluate stages' outputs for A, C and the baseline (evaluated with ``params``) and training logs."""
+    """The evaluate stages' outputs for A and C (two seeds each) and the baseline (evaluated
+    with ``params``), and training logs: dvc.yaml's layout."""
     files = study_files(tmp_path_factory)
     root = tmp_path_factory.mktemp("report_inputs")
-    for model_id in [*MODELS, BASELINE]:
-        write_outputs(evaluated(tmp_path_factory, model_id, params), root / "eval" / model_id,
-                      root / "pred" / f"{model_id}.npz")
-    write_curves(root / "train" / "A", 3, 1.0)
-    write_curves(root / "train" / "C", 3, 2.0)
+    write_outputs(evaluated(tmp_path_factory, BASELINE, params), root / "eval" / BASELINE,
+                  root / "pred" / f"{BASELINE}.npz")
+    for model_id in MODELS:
+        for seed in SEEDS:
+            folder = f"{model_id}/seed{seed}"
+            write_outputs(evaluated(tmp_path_factory, model_id, params, seed), root / "eval" / folder,
+                          root / "pred" / f"{folder}.npz")
+            write_curves(root / "train" / folder, 3, 1.0 + MODELS.index(model_id) + 0.1 * seed)
     return {"eval": root / "eval", "pred": root / "pred", "shards": files["shards"], "train": root / "train",
             "preprocess": files["root"] / "preprocess.json"}
 
@@ -96,19 +102,30 @@ def test_files_and_ranking(report):
 
 
 def test_report_says_what_the_paired_intervals_show(report):
+    """4 test photos and 2 seeds: intervals over both are shown, and no winner is named."""
     out, _ = report
     md = (out / "report.md").read_text()
     ranking = json.loads((out / "ranking.json").read_text())
-    assert "## Against the grayscale baseline, paired" in md and "bootstrap over the" in md
-    assert "vs #1" in md
+    assert "## Against the grayscale baseline, paired" in md and "interval over the 4 photos and 2 seeds" in md
+    assert ranking["seeds"] == SEEDS and ranking["test_valid"] is False
+    assert "**No winner named: cannot tell with 4 photos and 2 seeds.**" in md and "Best model" not in md
+    assert set(ranking["tied_with_best"]) == set(MODELS) - {ranking["best"]}
     for model_id in ranking["tied_with_best"]:
-        assert re.search(rf"\| {model_id} \|.*tied \(not distinguishable\)", md), model_id
-    ciede = {i: per["ciede2000"] for i, per in ranking["versus_baseline"].items()}
-    same = [i for i, d in ciede.items() if not d["distinguishable"]]
-    if same:
-        assert f"**Not distinguishable from gray** on CIEDE2000 (paired 95% CI of model − baseline contains 0): " \
-               f"{', '.join(same)}." in md
+        assert re.search(rf"\| {model_id} \|.*\| cannot tell \|", md), model_id
+    for per in ranking["versus_baseline"].values():
+        assert all(d["verdict"] == "cannot tell with 4 photos and 2 seeds" and not d["distinguishable"]
+                   for d in per.values())
+    assert "**Against gray on CIEDE2000: cannot tell with 4 photos and 2 seeds** for A, C" in md
     assert "7×7 uniform window" in md
+
+
+def test_every_mean_shows_its_seed_sd(report):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| A | "))
+    assert row.count(" sd ") >= 6
+    baseline = next(line for line in md.splitlines() if line.startswith("| grayscale baseline (ab = 0) |"))
+    assert " sd " not in baseline  # no seeds, no seed SD
 
 
 def test_table_has_every_metric_the_baseline_and_provenance(report):
@@ -161,10 +178,12 @@ def test_summary_is_the_few_headline_numbers(report, inputs):
     headline = ["psnr", "ssim", "ciede2000", "delta_colorfulness"]  # random LPIPS/FID: no headline numbers
     assert list(summary["baseline"]) == headline
     for model_id in MODELS:
-        assert list(summary[model_id]) == ["rank", *headline]
+        assert list(summary[model_id]) == ["rank", "seeds", *headline]
         assert summary[model_id]["rank"] == files.ranking["ranking"].index(model_id) + 1
-        evaluated = json.loads((inputs["eval"] / model_id / "metrics.json").read_text())
-        assert summary[model_id]["psnr"] == evaluated["psnr"]["mean"]
+        assert summary[model_id]["seeds"] == len(SEEDS)
+        per_seed = [json.loads((inputs["eval"] / model_id / f"seed{s}" / "metrics.json").read_text())["psnr"]["mean"]
+                    for s in SEEDS]
+        assert summary[model_id]["psnr"] == pytest.approx(sum(per_seed) / len(SEEDS), rel=1e-5)
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for s in summary.values() for v in s.values())
 
 
@@ -184,7 +203,7 @@ def test_plot_data_for_the_top_level_plots(report):
 def test_headline_names_its_caveats(report):
     md = report[0].joinpath("report.md").read_text()
     head = md.split("## Results on the test split")[0]
-    assert "**Best model on these data:" in head and "**Read with care:**" in head
+    assert "**No winner named: cannot tell with 4 photos and 2 seeds.**" in head and "**Read with care:**" in head
     assert "randomly initialized backbones" in head
     assert "test images" in head
 
@@ -199,9 +218,10 @@ def test_byte_identical_on_a_second_run(report, inputs, tmp_path):
 
 
 def test_missing_baseline_is_an_error(inputs, tmp_path):
-    (tmp_path / "eval" / "A").mkdir(parents=True)
-    for f in ("metrics.json", "per_image.parquet"):
-        (tmp_path / "eval" / "A" / f).write_bytes((inputs["eval"] / "A" / f).read_bytes())
+    for seed in SEEDS:
+        (tmp_path / "eval" / "A" / f"seed{seed}").mkdir(parents=True)
+        for f in ("metrics.json", "per_image.parquet"):
+            (tmp_path / "eval" / "A" / f"seed{seed}" / f).write_bytes((inputs["eval"] / "A" / f"seed{seed}" / f).read_bytes())
     with pytest.raises(ReportError, match="baseline"):
         make_report({**inputs, "eval": tmp_path / "eval"}, tmp_path / "out")
 
@@ -235,10 +255,10 @@ def test_perceptual_share_is_the_weighted_terms_ratio(tmp_path):
 
     for name, value in {"train/l1": 9.0, "train/perceptual": 0.5, "train/adversarial": 0.5,
                         "train/discriminator": 7.0}.items():
-        path = tmp_path / "C" / "plots" / "metrics" / f"{name}.tsv"
+        path = tmp_path / "C" / "seed0" / "plots" / "metrics" / f"{name}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n0\t99\n1\t{value}\n")  # the last epoch counts
-    assert _perceptual_share(read_curves(tmp_path, "C")) == "5.0 %"  # D's own loss is not G's objective
+    assert _perceptual_share(read_curves(tmp_path, "C", 0)) == "5.0 %"  # D's own loss is not G's objective
     assert _perceptual_share({}) == "—"
 
 
@@ -304,7 +324,7 @@ def test_report_without_fid_says_not_computed_and_how_to_turn_it_on(no_fid_repor
     shown = "not computed (`evaluate.fid_weights=none`; set `evaluate.fid_weights=imagenet` to compute it)"
     # the FID column stays, its header says why and how to turn it on (cells: test_a_report_with_fid_shows_its_value)
     assert f"FID (Inception pool3) ↓<br>{shown}" in md
-    assert f"never a sum; FID is {shown}. Each cell" in md
+    assert f"FID is {shown}. **Bold**" in md
     assert f"Our FID: {shown}." in md and "Our FID is computed on" not in md
     assert f"FID (Inception pool3): {shown}" in md  # "What was run"
     assert "| FID Inception weights (`evaluate.fid_weights`) | none | imagenet |" in md
@@ -330,9 +350,9 @@ def test_summary_without_fid_says_not_computed(no_fid_report):
     out, files = no_fid_report
     summary = {p.stem: json.loads(p.read_text()) for p in sorted((out / "summary").glob("*.json"))}
     headline = ["psnr", "ssim", "ciede2000", "delta_colorfulness", "fid"]
-    assert list(summary["baseline"]) == headline and list(summary["A"]) == ["rank", *headline]
+    assert list(summary["baseline"]) == headline and list(summary["A"]) == ["rank", "seeds", *headline]
     for values in summary.values():
-        assert values["fid"] == FID_NOT_COMPUTED and "evaluate.fid_weights=imagenet" in values["fid"]
+        assert values["fid"] == "not computed (evaluate.fid_weights=none)" and FID_NOT_COMPUTED.startswith(values["fid"][:-1])
         assert all(isinstance(v, (int, float)) for k, v in values.items() if k != "fid")
     with open(out / "comparison.csv") as f:
         assert "fid" not in {r["metric"] for r in csv.DictReader(f)}  # every number computed, no stand-in
@@ -358,8 +378,9 @@ def test_a_report_with_fid_shows_its_value(report, inputs, no_fid_report):
     assert "not computed" not in md and "FID: one number per set" in md
     cells = fid_column(md)
     for model_id in MODELS:
-        fid = json.loads((inputs["eval"] / model_id / "metrics.json").read_text())["fid"]
-        assert float(cells[model_id].strip("*")) == pytest.approx(fid, abs=0.01), (model_id, cells)
+        fid = sum(json.loads((inputs["eval"] / model_id / f"seed{s}" / "metrics.json").read_text())["fid"]
+                  for s in SEEDS) / len(SEEDS)
+        assert float(cells[model_id].split(" sd ")[0].strip("*")) == pytest.approx(fid, abs=0.01), (model_id, cells)
     off = fid_column(no_fid_report[0].joinpath("report.md").read_text())
     assert {off[row] for row in [*MODELS, "grayscale baseline (ab = 0)"]} == {"not computed"}
 

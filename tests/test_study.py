@@ -114,23 +114,23 @@ def _dvc(args: list[str], cwd: Path) -> str:
     return out.stdout + out.stderr
 
 
-@pytest.mark.slow
-def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
-    """The real resolve@/train@ wiring of dvc.yaml, with training replaced by a copy of the spec."""
+def _stand_in_study(tmp_path: Path) -> None:
+    """The real resolve/train@ID-SEED wiring of dvc.yaml, training replaced by a copy of the spec."""
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stages = {name: pipeline["stages"][name] for name in ("resolve", "train")}
-    train = stages["train"]["do"]
+    train = stages["train"]
+    run = "${item.model}/seed${item.seed}"
     # a stand-in for training that writes every output the real stage declares (outs kept
     # as they are: one `cache: false` among them would turn DVC's run-cache off)
     train["cmd"] = ("python -c \"import shutil, os; [os.makedirs(d, exist_ok=True) for d in "
-                    "('data/models/${key}', 'reports/train/${key}/plots/metrics')]; "
-                    "shutil.copy('data/study/${key}.json', 'data/models/${key}/selected.pt'); "
-                    "shutil.copy('data/study/${key}.json', 'reports/train/${key}/metrics.json'); "
-                    "shutil.copy('data/study/${key}.json', 'reports/train/${key}/plots/metrics/x.tsv')\"")
-    train["deps"] = ["data/study/${key}.json"]
+                    f"('data/models/{run}', 'reports/train/{run}/plots/metrics')]; "
+                    f"shutil.copy('data/study/{run}.json', 'data/models/{run}/selected.pt'); "
+                    f"shutil.copy('data/study/{run}.json', 'reports/train/{run}/metrics.json'); "
+                    f"shutil.copy('data/study/{run}.json', 'reports/train/{run}/plots/metrics/x.tsv')\"")
+    train["deps"] = [f"data/study/{run}.json"]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     shutil.copy(ROOT / "params.yaml", tmp_path)
-    for tree in ("stages", "src"):  # resolve@ID's deps
+    for tree in ("stages", "src"):  # resolve's deps
         shutil.copytree(ROOT / tree, tmp_path / tree, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
@@ -140,14 +140,64 @@ def test_dvc_retrains_exactly_the_models_whose_objective_changed(tmp_path):
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "study"], cwd=tmp_path, check=True)
 
-    log = _dvc(["exp", "run", "-S", "loss.perceptual=20"], tmp_path)
-    retrained = set(re.findall(r"Running stage 'train@([^']+)'", log))
-    assert retrained == USES_GLOBAL_PERCEPTUAL, log
 
-    # back to the committed value: every model comes from the run-cache, none retrains
+def _trained(log: str) -> set[str]:
+    return set(re.findall(r"Running stage 'train@([^']+)'", log))
+
+
+def _runs(models: set[str], seeds: list[int]) -> set[str]:
+    return {f"{m}-{s}" for m in models for s in seeds}
+
+
+@pytest.mark.slow
+def test_dvc_retrains_exactly_the_runs_whose_objective_changed(tmp_path):
+    _stand_in_study(tmp_path)
+    seeds = PARAMS["train"]["seeds"]
+    assert len(seeds) >= 2
+
+    # every seed of the models whose objective uses the weight, and nothing else
+    log = _dvc(["exp", "run", "-S", "loss.perceptual=20"], tmp_path)
+    assert _trained(log) == _runs(USES_GLOBAL_PERCEPTUAL, seeds), log
+
+    # back to the committed value: every run comes from the run-cache, none retrains
     log = _dvc(["exp", "run", "-S", "loss.perceptual=10"], tmp_path)
-    assert not re.findall(r"Running stage 'train@", log), log
-    assert set(re.findall(r"Stage 'train@([^']+)' is cached", log)) == USES_GLOBAL_PERCEPTUAL, log
+    assert not _trained(log), log
+    assert set(re.findall(r"Stage 'train@([^']+)' is cached", log)) == _runs(USES_GLOBAL_PERCEPTUAL, seeds), log
 
     log = _dvc(["exp", "run", "-S", "models.A.terms=[l1,mse]"], tmp_path)
-    assert set(re.findall(r"Running stage 'train@([^']+)'", log)) == {"A"}, log
+    assert _trained(log) == _runs({"A"}, seeds), log
+
+
+@pytest.mark.slow
+def test_dvc_trains_only_the_runs_of_a_new_seed(tmp_path):
+    _stand_in_study(tmp_path)
+    seeds = PARAMS["train"]["seeds"]
+    new_seed = max(seeds) + 1
+    log = _dvc(["exp", "run", "-S", f"train.seeds=[{','.join(map(str, [*seeds, new_seed]))}]"], tmp_path)
+    assert _trained(log) == _runs(set(PARAMS["models"]), [new_seed]), log
+    # back to the committed seeds: nothing trains, the other runs' specs never changed
+    log = _dvc(["exp", "run", "-S", f"train.seeds=[{','.join(map(str, seeds))}]"], tmp_path)
+    assert not _trained(log), log
+
+
+def test_each_seed_is_its_own_run_and_adding_one_changes_no_other_spec():
+    seeds = PARAMS["train"]["seeds"]
+    specs = {s: resolve_model(PARAMS, "A", s) for s in seeds}
+    assert [spec.seed for spec in specs.values()] == seeds
+    assert len({spec.to_json() for spec in specs.values()}) == len(seeds)
+    more = with_change("train.seeds", [*seeds, 99])
+    assert all(resolve_model(more, "A", s).to_json() == specs[s].to_json() for s in seeds)
+
+
+@pytest.mark.parametrize("seeds, named", [([], "at least one"), ([1, 1], "repeats"), ([-1], "0..")])
+def test_bad_seed_lists_fail_naming_the_problem(seeds, named):
+    with pytest.raises(ParamsError, match=re.escape(named)):
+        validate_params(with_change("train.seeds", seeds))
+
+
+def test_the_old_single_seed_key_names_its_replacement():
+    params = copy.deepcopy(PARAMS)
+    del params["train"]["seeds"]
+    params["train"]["seed"] = 42
+    with pytest.raises(ParamsError, match=re.escape("seeds: [42]")):
+        validate_params(params)

@@ -42,9 +42,9 @@ from colorstudy import lab
 from colorstudy.config import DataParams, EvaluateParams, ReportParams, section
 from colorstudy.data.shards import LabShards
 from colorstudy.evaluate import BASELINE, METRICS_FILE, round_sig
-from colorstudy.intervals import bootstrap_ci
 from colorstudy.metrics import METRICS, colorfulness
-from colorstudy.paired import paired_difference, tied_with
+from colorstudy.seed_stats import model_interval
+from colorstudy.paired import paired_difference, photo_table, tied_with
 from colorstudy.report.document import Doc
 from colorstudy.report.figures import (
     bars_figure,
@@ -54,7 +54,15 @@ from colorstudy.report.figures import (
     grid_figure,
     model_colors,
 )
-from colorstudy.report.inputs import ModelResult, ReportError, load_result, metric_names, read_curves, study_order
+from colorstudy.report.inputs import (
+    ModelResult,
+    ReportError,
+    load_baseline,
+    load_model,
+    metric_names,
+    read_curves,
+    study_order,
+)
 from colorstudy.report.outputs import (
     FIGURES,
     PLOTS,
@@ -66,7 +74,7 @@ from colorstudy.report.outputs import (
     write_plot_data,
     write_summary,
 )
-from colorstudy.report.ranking import formula_text, not_ranked, rank_models, ranking_metrics
+from colorstudy.report.ranking import TIE_BREAK, formula_text, not_ranked, rank_models, ranking_metrics
 from colorstudy.report.reference import differing_params
 from colorstudy.report.sections import ReportInputs, document
 
@@ -95,8 +103,9 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                           f"baseline; run the evaluate_baseline stage (dvc repro)")
     shards = LabShards(shards_dir)
     test_ids = shards.rows("test")["id"].astype(str).tolist()
-    models = [load_result(i, eval_dir, pred_dir, test_ids) for i in ids]
-    baseline = load_result(BASELINE, eval_dir, pred_dir, test_ids)
+    seeds = list(params["train"]["seeds"])
+    models = [load_model(i, seeds, eval_dir, pred_dir, test_ids) for i in ids]
+    baseline = load_baseline(eval_dir, pred_dir, test_ids)
     rows = [*models, baseline]
     metrics = metric_names(rows)
     n = len(test_ids)
@@ -107,24 +116,26 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                                for i in range(0, n, 64)])
     gray_u8 = baseline.rgb
     truth_cf = torch.cat([colorfulness(lab.colorize(L[i:i + 64], ab[i:i + 64])) for i in range(0, n, 64)])
-    groups = baseline.per_image["group"].to_numpy()
-    truth_cf_ci = bootstrap_ci(truth_cf.double().numpy(), eval_params.bootstrap, eval_params.seed, groups=groups)
+    truth_cf_ci = truth_colorfulness(truth_cf.double().numpy(), baseline.per_image["group"].to_numpy())
 
     used, dropped = ranking_metrics(models, metrics)
     order, mean_rank, ranks = rank_models(models, used)
     formula = formula_text(used, dropped, not_ranked(models))
-    boot = {"n_resamples": eval_params.bootstrap, "seed": eval_params.seed}
     paired_metrics = {m: METRICS[m].direction for m in used if METRICS[m].scope == "image"}
-    versus = {r.model_id: {m: paired_difference(r.per_image, baseline.per_image, m, **boot) for m in paired_metrics}
+    versus = {r.model_id: {m: paired_difference(r.runs, baseline.runs, m, d) for m, d in paired_metrics.items()}
               for r in models}
-    tables = {r.model_id: r.per_image for r in models}
+    tables = {r.model_id: r.runs for r in models}
     ranking = {"best": order[0] if order else None, "ranking": order, "formula": formula, "metrics": used,
-               "mean_rank": mean_rank,
+               "mean_rank": mean_rank, "seeds": seeds,
                # the leader is not distinguishably better than these on any per-image ranking metric
-               "tied_with_best": tied_with(order[0], tables, paired_metrics, **boot) if order else [],
+               # (all of them when the study is too small for the seed-aware test)
+               "tied_with_best": tied_with(order[0], tables, paired_metrics) if order else [],
                "versus_baseline": {i: {m: {k: round_sig(v) if isinstance(v, float) else v
                                            for k, v in d.as_dict().items()} for m, d in per.items()}
                                    for i, per in versus.items()}}
+    if order:
+        ranking["test_valid"] = paired_difference(tables[order[0]], baseline.runs, TIE_BREAK,
+                                                  METRICS[TIE_BREAK].direction).valid
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(out_dir / FIGURES, report_params, models, rows, metrics, ids, test_ids, gray_u8, truth_u8,
@@ -143,6 +154,14 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
     write_summary(out_dir / SUMMARY, models, baseline, ranking, headline_metrics(rows, metrics))
     write_plot_data(out_dir / PLOTS, models, baseline, figures.logs)
     return ReportFiles(md_path, html_path, ranking, figures.paths)
+
+
+def truth_colorfulness(values: np.ndarray, groups: np.ndarray) -> tuple[float, float, float]:
+    """The ground truth's colorfulness: image mean and a 95% interval over its photos."""
+    table = pd.DataFrame({"id": np.arange(len(values)).astype(str), "group": groups, "cf": values})
+    interval = model_interval(photo_table([table], "cf"))
+    mean = float(values.mean())
+    return mean, mean - (interval.mean - interval.low), mean + (interval.high - interval.mean)
 
 
 @dataclass
@@ -183,7 +202,7 @@ def draw_figures(fig_dir: Path, report_params: ReportParams, models: list[ModelR
         bars = fig_dir / "metrics.png"
         bars_figure(bars, rows, metrics, colors)
         figures.append(bars)
-        curves = {i: c for i in ids if (c := read_curves(train_dir, i))}
+        curves = {r.model_id: c for r in models if (c := read_curves(train_dir, r.model_id, r.shown_seed))}
         curve_figures: list[tuple[str, Path]] = []
         if curves:
             names = sorted({name for c in curves.values() for name in c})

@@ -18,6 +18,7 @@ from colorstudy.config import NOT_COMPUTED, DataParams, EvaluateParams, ReportPa
 from colorstudy.evaluate import BASELINE, METRICS_FILE, PER_IMAGE_FILE, load_predictions
 from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
+from colorstudy.report.pooling import pool_runs
 from colorstudy.weights import RANDOM_NOTE
 
 ARROWS = {"higher": "↑", "lower": "↓"}
@@ -33,10 +34,22 @@ class ReportError(RuntimeError):
 
 @dataclass
 class ModelResult:
+    """A model over its seeds (or the grayscale baseline, one seedless run).
+
+    ``summary`` pools the runs (:mod:`colorstudy.report.pooling`); ``runs`` are the per-image
+    tables of every seed, what the seed-aware tests read; ``per_image`` and ``rgb`` are the
+    shown seed's (the first of ``train.seeds``), what the pictures show."""
+
     model_id: str
     summary: dict[str, Any]
     per_image: pd.DataFrame
     rgb: np.ndarray  # uint8 [N, H, W, 3]
+    runs: list[pd.DataFrame]
+    seeds: list[int]  # [] for the baseline
+
+    @property
+    def shown_seed(self) -> int | None:
+        return self.seeds[0] if self.seeds else None
 
 
 @dataclass(frozen=True)
@@ -87,33 +100,66 @@ class ReportInputs:
         return path.relative_to(self.out_dir).as_posix()
 
 
+def run_dir(eval_dir: Path, model_id: str, seed: int) -> Path:
+    """Where evaluate@ID-SEED writes (dvc.yaml's layout)."""
+    return eval_dir / model_id / f"seed{seed}"
+
+
 def study_order(params: dict[str, Any], eval_dir: Path) -> tuple[list[str], list[str], list[str]]:
-    """``(evaluated ids in study order, ids of params without an evaluation, stale evaluations)``."""
-    found = sorted(p.name for p in eval_dir.iterdir() if (p / METRICS_FILE).is_file()) if eval_dir.is_dir() else []
+    """``(ids evaluated with every seed of train.seeds, in study order; ids of params lacking a seed's
+    evaluation, with the seeds they lack; stale evaluations)``."""
+    seeds = list((params.get("train") or {}).get("seeds") or [])
+    found = sorted(p.name for p in eval_dir.iterdir() if p.is_dir() and p.name != BASELINE) if eval_dir.is_dir() else []
     listed = [str(k) for k in (params.get("models") or {})]
-    if not listed:
-        return [i for i in found if i != BASELINE], [], []
-    ids = [i for i in listed if i in found]
-    return ids, [i for i in listed if i not in found], [i for i in found if i not in listed and i != BASELINE]
+    ids, missing = [], []
+    for model_id in listed:
+        lacking = [s for s in seeds if not (run_dir(eval_dir, model_id, s) / METRICS_FILE).is_file()]
+        if lacking:
+            missing.append(f"{model_id} (seed{'s' * (len(lacking) > 1)} {', '.join(map(str, lacking))})")
+        else:
+            ids.append(model_id)
+    return ids, missing, [i for i in found if i not in listed]
 
 
-def load_result(model_id: str, eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelResult:
-    folder = eval_dir / model_id
+def _read_run(folder: Path, test_ids: list[str], rerun: str) -> tuple[dict[str, Any], pd.DataFrame]:
     summary = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
     per_image = pd.read_parquet(folder / PER_IMAGE_FILE)
-    pred_path = pred_dir / f"{model_id}.npz"
+    if per_image["id"].tolist() != test_ids:
+        raise ReportError(f"{folder} was made on another test split than the current shards: rerun {rerun} (dvc repro)")
+    return summary, per_image
+
+
+def _read_predictions(pred_path: Path, test_ids: list[str], rerun: str) -> np.ndarray:
     if not pred_path.is_file():
-        raise ReportError(f"{pred_path} is missing: rerun the evaluate stage of {model_id} (dvc repro)")
+        raise ReportError(f"{pred_path} is missing: rerun {rerun} (dvc repro)")
     ids, rgb = load_predictions(pred_path)
-    if ids != test_ids or per_image["id"].tolist() != test_ids:
-        raise ReportError(f"{folder} / {pred_path} were made on another test split than the current shards: "
-                          f"rerun the evaluate stage of {model_id} (dvc repro)")
-    return ModelResult(model_id, summary, per_image, rgb)
+    if ids != test_ids:
+        raise ReportError(f"{pred_path} was made on another test split than the current shards: rerun {rerun} "
+                          f"(dvc repro)")
+    return rgb
 
 
-def read_curves(train_dir: Path, model_id: str) -> dict[str, pd.DataFrame]:
-    """dvclive's ``plots/metrics/**.tsv`` of a model: name (``val/ab_l1``) -> columns step, value."""
-    root = train_dir / model_id / "plots" / "metrics"
+def load_model(model_id: str, seeds: list[int], eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelResult:
+    """Every seed's evaluation of ``model_id``, pooled; the first seed's pictures."""
+    runs = [_read_run(run_dir(eval_dir, model_id, s), test_ids, f"evaluate@{model_id}-{s}") for s in seeds]
+    rgb = _read_predictions(pred_dir / model_id / f"seed{seeds[0]}.npz", test_ids, f"evaluate@{model_id}-{seeds[0]}")
+    tables = [table for _, table in runs]
+    summary = pool_runs(model_id, seeds, [summary for summary, _ in runs], tables)
+    return ModelResult(model_id, summary, tables[0], rgb, tables, list(seeds))
+
+
+def load_baseline(eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelResult:
+    """The grayscale baseline: one run, no seeds; its intervals recomputed like the models'."""
+    summary, table = _read_run(eval_dir / BASELINE, test_ids, "evaluate_baseline")
+    rgb = _read_predictions(pred_dir / f"{BASELINE}.npz", test_ids, "evaluate_baseline")
+    pooled = pool_runs(BASELINE, [], [summary], [table])
+    pooled.pop("seeds")
+    return ModelResult(BASELINE, pooled, table, rgb, [table], [])
+
+
+def read_curves(train_dir: Path, model_id: str, seed: int | None) -> dict[str, pd.DataFrame]:
+    """dvclive's ``plots/metrics/**.tsv`` of one run: name (``val/ab_l1``) -> columns step, value."""
+    root = train_dir / model_id / f"seed{seed}" / "plots" / "metrics"
     curves = {}
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
         table = pd.read_csv(path, sep="\t")

@@ -36,11 +36,14 @@ def headline_metrics(rows: Sequence[ModelResult], available: Sequence[str]) -> l
 
 
 def headline_value(r: ModelResult, metric: str) -> float | str:
-    """The mean of ``metric``, or, when its evaluation did not compute it, why and how to turn it on
-    (its provenance label, e.g. ``not computed (evaluate.fid_weights=none; ...)``)."""
+    """The mean of ``metric``, or, when its evaluation did not compute it, why: the provenance
+    label up to its first ";" (``not computed (evaluate.fid_weights=none)``), short enough that
+    `dvc metrics show` stays within 160 columns; the report says how to turn it on."""
     if metric in r.summary:
         return mean_of(r.summary, metric)
-    return str(r.summary.get("provenance", {}).get(METRICS[metric].backbone, NOT_COMPUTED))
+    label = str(r.summary.get("provenance", {}).get(METRICS[metric].backbone, NOT_COMPUTED))
+    head, sep, _ = label.partition(";")
+    return f"{head})" if sep and "(" in head else label
 
 
 def clear_outputs(directory: Path, *patterns: str) -> None:
@@ -57,8 +60,8 @@ def write_summary(summary_dir: Path, models: Sequence[ModelResult], baseline: Mo
     clear_outputs(summary_dir, "*.json")
     for r in [*models, baseline]:
         values: dict[str, Any] = {m: headline_value(r, m) for m in names}
-        if r.model_id != BASELINE:
-            values = {"rank": ranking["ranking"].index(r.model_id) + 1, **values}
+        if r.model_id != BASELINE:  # the means are over seeds too: how many is part of the number
+            values = {"rank": ranking["ranking"].index(r.model_id) + 1, "seeds": len(r.seeds), **values}
         (summary_dir / f"{file_safe(r.model_id)}.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
 
 

@@ -14,6 +14,7 @@ from colorstudy.config import DataParams, ParamsError
 from colorstudy.data.splits import FIXED_SPLIT_DATASETS
 from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
+from colorstudy.seed_stats import MIN_PHOTOS
 from colorstudy.report.inputs import ARROWS, ModelResult, backbone_label, display, fmt, is_random
 
 
@@ -40,15 +41,18 @@ def training_backbones(summary: dict[str, Any]) -> str:
 
 
 def ci_cell(summary: dict[str, Any], name: str, decimals: int, bold: bool) -> str:
+    """``mean sd x [low, high]``: the seed SD beside the mean, where the model has seeds."""
     value = summary.get(name)
     if value is None:
         return "—"
     if isinstance(value, dict):
         mean = fmt(float(value["mean"]), decimals)
         text = f"**{mean}**" if bold else mean
+        if value.get("seed_sd") is not None:
+            text += f" sd {fmt(float(value['seed_sd']), decimals)}"
         return f"{text} [{fmt(float(value['ci95_low']), decimals)}, {fmt(float(value['ci95_high']), decimals)}]"
     text = fmt(float(value), decimals)
-    return f"**{text}**" if bold else text
+    return f"{text}" if not bold else f"**{text}**"
 
 
 def metric_header(name: str, results: Sequence[ModelResult]) -> str:
@@ -72,10 +76,10 @@ def headline_caveats(data: DataParams, models: Sequence[ModelResult], rows: Sequ
         out.append("dataset `sample` is the handful of demo photos that ship with scikit-image, matplotlib and "
                    "scikit-learn: "
                    "this run shows that the pipeline works, not which model colorizes best")
-    if n_photos < 10:
+    if n_photos < MIN_PHOTOS:
         out.append(f"the test split holds {n_photos} photo(s)" + (f" ({n} crops)" if n_photos < n else "")
-                   + f": the intervals resample photos, and a bootstrap over so few cannot show much, so every "
-                     f"comparison here rests on those {n_photos} photo(s)")
+                   + f": too few to test a difference between models (at least {MIN_PHOTOS} are needed), so the "
+                     f"report names no winner; the intervals, resting on {n_photos} photo(s), are wide")
     elif n < 100:
         out.append(f"{n} test images: small differences between models are within noise (see the intervals)")
     epochs = [r.summary.get("checkpoint", {}) for r in models]
@@ -125,6 +129,11 @@ def perceptual_share(curves: dict[str, pd.DataFrame]) -> str:
         return "—"
     total = sum(abs(v) for v in terms.values())
     return f"{100 * terms['train/perceptual'] / total:.1f} %" if total > 0 else "?"
+
+
+def study_size(n_photos: int, n_seeds: int) -> str:
+    """``117 photos and 3 seeds``: the two sample sizes every claim of the report rests on."""
+    return f"{n_photos} photo{'s' * (n_photos != 1)} and {n_seeds} seed{'s' * (n_seeds != 1)}"
 
 
 def photos_text(n: int, n_photos: int) -> str:

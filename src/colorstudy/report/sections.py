@@ -20,7 +20,10 @@ from colorstudy.report.inputs import (
     mean_of,
     read_curves,
 )
+from colorstudy.paired import PairedDifference
 from colorstudy.report.outputs import FIGURES
+from colorstudy.report.pooling import INTERVAL_METHOD
+from colorstudy.seed_stats import MIN_PHOTOS, MIN_SEEDS
 from colorstudy.report.phrases import (
     beats_baseline,
     ci_cell,
@@ -30,6 +33,7 @@ from colorstudy.report.phrases import (
     objective_text,
     perceptual_share,
     photos_text,
+    study_size,
     training_backbones,
     training_length,
 )
@@ -64,13 +68,22 @@ def _headline(doc: Doc, inp: ReportInputs) -> None:
         best = ranking["best"]
         beats = beats_baseline(versus)
         tied = ranking["tied_with_best"]
-        doc.para(f"**Best model on these data: {best}** (mean rank {ranking['mean_rank'][best]:g}; ranking "
-                 f"formula below). Paired with the grayscale baseline on the same photos, it is distinguishably "
-                 f"better on {beats[best]} of {len(versus[best])} per-image ranking metrics. "
-                 + (f"**Not distinguishable from {best}** (its paired 95% CI contains 0 on every per-image "
-                    f"ranking metric, so the order among these is not established): {', '.join(tied)}."
-                    if tied else "It is distinguishably better than every other model on at least one "
-                                 "per-image ranking metric."))
+        size = study_size(n_photos, len(ranking["seeds"]))
+        if not ranking.get("test_valid", True):
+            doc.para(f"**No winner named: cannot tell with {size}.** A difference between two models is tested "
+                     f"only with at least {MIN_PHOTOS} test photos and {MIN_SEEDS} seeds (below that the test's "
+                     f"error rate is not under control, `colorstudy/seed_stats.py`); {best} has the lowest mean "
+                     f"rank (point estimates only, ranking formula below).")
+        else:
+            doc.para(f"**Best model on these data: {best}** (mean rank {ranking['mean_rank'][best]:g}; ranking "
+                     f"formula below; {size}). Paired with the grayscale baseline on the same photos and seeds, it "
+                     f"is distinguishably better on {beats[best]} of {len(versus[best])} per-image ranking "
+                     f"metrics. "
+                     + (f"**Not distinguishable from {best}** (the 95% interval over photos and seeds of the "
+                        f"difference contains 0 on every per-image ranking metric, so the order among these is "
+                        f"not established): {', '.join(tied)}."
+                        if tied else "It is distinguishably better than every other model on at least one "
+                                     "per-image ranking metric, over photos and seeds."))
         caveats = headline_caveats(data, models, rows, n, n_photos)
         short = training_length(inp.params["train"], inp.preprocess_json)
         caveats += [short] if short else []
@@ -78,17 +91,7 @@ def _headline(doc: Doc, inp: ReportInputs) -> None:
             doc.para("**Read with care:**")
             doc.bullets(caveats)
         if any("ciede2000" in v for v in versus.values()):
-            same = [i for i, v in versus.items() if not v["ciede2000"].distinguishable]
-            worse = [i for i, v in versus.items() if v["ciede2000"].favours_a("higher")]
-            if same:
-                doc.para(f"**Not distinguishable from gray** on CIEDE2000 (paired 95% CI of model − baseline "
-                         f"contains 0): {', '.join(same)}.")
-            if worse:
-                doc.para(f"**Worse than gray** on CIEDE2000 (confident wrong colors cost more than none): "
-                         f"{', '.join(worse)}.")
-            if not same and not worse:
-                doc.para("Every model beats the grayscale baseline on CIEDE2000 with a paired 95% CI that "
-                         "excludes 0.")
+            _against_gray_line(doc, versus, size)
     else:
         doc.para("No model has been evaluated yet: the tables show the grayscale baseline only.")
     if missing:
@@ -97,17 +100,37 @@ def _headline(doc: Doc, inp: ReportInputs) -> None:
         doc.para(f"Evaluations of models no longer in `params.yaml` (ignored): {', '.join(stale)}.")
 
 
+def _against_gray_line(doc: Doc, versus: dict[str, dict[str, PairedDifference]], size: str) -> None:
+    untested = [i for i, v in versus.items() if not v["ciede2000"].valid]
+    same = [i for i, v in versus.items() if v["ciede2000"].valid and not v["ciede2000"].distinguishable]
+    worse = [i for i, v in versus.items() if v["ciede2000"].favours_a("higher")]
+    if untested:
+        doc.para(f"**Against gray on CIEDE2000: cannot tell with {size}** for {', '.join(untested)} (too few to "
+                 f"test; the paired table shows the intervals).")
+    if same:
+        doc.para(f"**Not distinguishable from gray** on CIEDE2000 (95% interval of model − baseline over photos "
+                 f"and seeds contains 0): {', '.join(same)}.")
+    if worse:
+        doc.para(f"**Worse than gray** on CIEDE2000 (confident wrong colors cost more than none): "
+                 f"{', '.join(worse)}.")
+    if not (untested or same or worse):
+        doc.para("Every model beats the grayscale baseline on CIEDE2000, with a 95% interval over photos and "
+                 "seeds that excludes 0.")
+
+
 def _results_tables(doc: Doc, inp: ReportInputs) -> None:
     eval_params, metrics, n, n_photos = inp.eval_params, inp.metrics, inp.n, inp.n_photos
     rows, truth_cf, skipped = inp.rows, inp.truth_cf, inp.not_computed
     fid = (f"FID is {inp.fid_label}" if "fid" in skipped
            else "FID is one number for the whole colorized test set against its ground truth (no CI)")
     doc.heading(2, "Results on the test split")
-    doc.para(f"Every per-image metric is the **mean over the {n} test images** with a 95% confidence interval "
-             f"from a percentile bootstrap over the {n_photos} source photos (crops of one photo are drawn "
-             f"together; {eval_params.bootstrap} resamples, seed {eval_params.seed}), never a sum; {fid}. "
-             f"Each cell: mean [95% CI]; **bold** = best in its "
-             f"column (the baseline included); ↑ higher is better, ↓ lower is better. The grayscale baseline "
+    seeds = inp.ranking.get("seeds") or []
+    doc.para(f"Every per-image metric is the **mean over the {n} test images and the {len(seeds)} training seeds** "
+             f"({', '.join(map(str, seeds))}), then *sd* = the standard deviation of the per-seed means (how much "
+             f"a second training run moves the number), then the {INTERVAL_METHOD} over the {n_photos} source "
+             f"photos (crops of one photo count as one) and the seeds; the grayscale baseline has no seeds, "
+             f"its interval is over photos. {fid}. **Bold** = best mean in its column (the baseline "
+             f"included); ↑ higher is better, ↓ lower is better. The grayscale baseline "
              f"predicts ab = 0 (the input's lightness alone): a model that does not beat it has learned nothing. "
              f"Backbone-based numbers carry their backbone's weights in the column header (LPIPS, FID) or "
              f"in the “training backbones” column (models trained with a perceptual loss or a pretrained "
@@ -148,10 +171,12 @@ def _paired_with_gray(doc: Doc, inp: ReportInputs) -> None:
     if versus:
         doc.heading(2, "Against the grayscale baseline, paired")
         names = list(next(iter(versus.values())))
-        doc.para(f"Each cell: the mean over the test images of (model − grayscale baseline) on the same image, "
-                 f"and its 95% CI from the bootstrap over the {n_photos} photos. All models see the same images, so "
-                 f"this interval is what says whether a model is better than gray; “≈ gray” marks an interval "
-                 f"that contains 0.")
+        seeds = len(inp.ranking.get("seeds") or [])
+        doc.para(f"Each cell: the mean over the test images and seeds of (model − grayscale baseline) on the same "
+                 f"image, and its 95% interval over the {n_photos} photos and {seeds} seeds. All models see the same "
+                 f"images, so this interval is what says whether a model is better than gray; “≈ gray” marks an "
+                 f"interval that contains 0, “cannot tell” a study too small to test (fewer than {MIN_PHOTOS} "
+                 f"photos or {MIN_SEEDS} seeds).")
         d = {m: decimals_for([v[m].mean for v in versus.values()]) for m in names}
         table_rows = []
         for model_id, per in versus.items():
@@ -159,7 +184,9 @@ def _paired_with_gray(doc: Doc, inp: ReportInputs) -> None:
             for m in names:
                 diff = per[m]
                 text = f"{fmt(diff.mean, d[m])} [{fmt(diff.low, d[m])}, {fmt(diff.high, d[m])}]"
-                if not diff.distinguishable:
+                if not diff.valid:
+                    text += " cannot tell"
+                elif not diff.distinguishable:
                     text += " ≈ gray"
                 elif diff.favours_a(METRICS[m].direction):
                     text = f"**{text}**"
@@ -181,14 +208,17 @@ def _ranking_table(doc: Doc, inp: ReportInputs) -> None:
         table_rows = []
         for k, model_id in enumerate(ranking["ranking"], 1):
             per = [f"{ranks.loc[model_id, m]:g}" for m in ranking["metrics"]]
+            vs_leader = ("cannot tell" if not ranking.get("test_valid", True)
+                         else "tied (not distinguishable)" if model_id in tied else "behind")
             table_rows.append([str(k), f"**{model_id}**" if k == 1 else model_id,
                                f"{ranking['mean_rank'][model_id]:g}", *per,
                                f"{beats[model_id]} / {len(versus[model_id])}",
-                               "—" if k == 1 else ("tied (not distinguishable)" if model_id in tied else "behind")])
+                               "—" if k == 1 else vs_leader])
         doc.table(header, table_rows)
-        doc.para("“vs #1”: *tied* where #1 is not distinguishably better (paired 95% CI over photos) on any "
-                 "per-image ranking metric; the mean ranks order point estimates and do not by themselves say "
-                 "that one model beats another.")
+        doc.para("“vs #1”: *tied* where #1 is not distinguishably better (95% interval of the paired difference "
+                 "over photos and seeds) on any per-image ranking metric; *cannot tell* where the study is too small "
+                 f"to test (fewer than {MIN_PHOTOS} photos or {MIN_SEEDS} seeds); the mean ranks order point "
+                 "estimates and do not by themselves say that one model beats another.")
         doc.para("`reports/ranking.json` holds this order; `colorstudy colorize` uses its `best` model by default.")
 
 
@@ -283,7 +313,7 @@ def _what_was_run(doc: Doc, inp: ReportInputs) -> None:
         model_rows.append([r.model_id, str(spec.get("generator", ckpt.get("architecture", "?"))),
                            objective_text(params, r.model_id), training_backbones(r.summary),
                            f"{ckpt.get('epoch', '?')} of {ckpt.get('epochs', '?')} ({ckpt.get('select', '?')})",
-                           perceptual_share(read_curves(train_dir, r.model_id))])
+                           perceptual_share(read_curves(train_dir, r.model_id, r.shown_seed))])
     doc.table(["id", "generator", "objective (term λ)", "training backbones",
                "checkpoint scored: epoch of run (`train.select`)", "perceptual share of the loss (last epoch)"],
               model_rows)
