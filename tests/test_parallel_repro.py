@@ -178,8 +178,9 @@ def test_the_study_in_parallel_is_byte_identical_to_dvc_repro(tmp_path):
     out = colorstudy_repro(parallel, "-j", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     took = timings(parallel)
-    assert took["train@A"]["start"] < took["train@unet_mse"]["end"]  # the trainings overlapped
-    assert took["train@unet_mse"]["start"] < took["train@A"]["end"]
+    trainings = sorted((t["start"], t["end"]) for name, t in took.items() if name.startswith("train@"))
+    assert len(trainings) == 4  # two models x two seeds
+    assert any(b[0] < a[1] for a, b in zip(trainings, trainings[1:]))  # trainings overlapped
     expected, got = files(sequential), files(parallel)
     assert sorted(got) == sorted(expected)
     assert [p for p in expected if got[p] != expected[p]] == []
@@ -194,10 +195,11 @@ def test_machines_split_the_trainings_and_one_assembles_the_study_without_retrai
     dvc(origin, "remote", "add", "-d", "shared", str(remote))
     commit(origin, "remote")
     machines = {}
-    for name, stage in (("m1", "train@A"), ("m2", "train@unet_mse")):
+    for name, model in (("m1", "A"), ("m2", "unet_mse")):  # each machine trains one model's two seeds
         clone = machines[name] = tmp_path / name
         subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-        assert f"train@{stage.split('@')[1]}" in ran(dvc(clone, "repro", stage))
+        stages = [f"train@{model}-0", f"train@{model}-1"]
+        assert set(stages) <= ran(dvc(clone, "repro", *stages))
         dvc(clone, "push", "--run-cache")
     # a third clone assembles the study: `--pull` fetches the run-cache entries AND the outputs
     # they name (`dvc pull --run-cache` fetches only the entries: DVC 3.67 then retrains)
@@ -205,10 +207,10 @@ def test_machines_split_the_trainings_and_one_assembles_the_study_without_retrai
     subprocess.run(["git", "clone", "-q", str(origin), str(final)], check=True)
     log = dvc(final, "repro", "--pull")
     assert not {s for s in ran(log) if s.startswith("train@")}, log
-    assert "Stage 'train@A' is cached" in log and "Stage 'train@unet_mse' is cached" in log
-    for name, model in (("m1", "A"), ("m2", "unet_mse")):
-        trained = (machines[name] / "data" / "models" / model / "selected.pt").read_bytes()
-        assert (final / "data" / "models" / model / "selected.pt").read_bytes() == trained
+    assert "Stage 'train@A-0' is cached" in log and "Stage 'train@unet_mse-1' is cached" in log
+    for name, run in (("m1", "A/seed0"), ("m2", "unet_mse/seed1")):
+        trained = (machines[name] / "data" / "models" / run / "selected.pt").read_bytes()
+        assert (final / "data" / "models" / run / "selected.pt").read_bytes() == trained
     assert (final / "reports" / "report.md").is_file()
     assert "up to date" in dvc(final, "status")
 
