@@ -1,50 +1,19 @@
-"""The CI comparator's policy, on the real committed reports and dvc.lock (no DVC run)."""
+"""The CI comparator's policy, on the real committed reports and dvc.lock (no DVC run):
+the rules for data, deterministic values, presence and a seed's values (the seed-mean
+rule: test_compare_seeds.py)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
-from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS, TRAINED_ON,
-                                Comparison, Metrics, compare_runs, flatten_metrics, is_compared, load_metrics)
+from committed_run import (BASELINE, EVAL, MODEL, ROOT, changed, committed, half_width, lock,  # noqa: F401
+                           n_seed_tests, row)
+from colorstudy.compare import (DETERMINISTIC_REL_TOL, NOTHING_COMPARED, TOLERANCE_HALF_WIDTHS, Metrics,
+                                compare_runs, flatten_metrics, is_compared)
 from colorstudy.config import FID_NOT_COMPUTED
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = "C"  # a trained model with a CI on every test metric
-EVAL = f"reports/eval/{MODEL}/metrics.json"
-BASELINE = "reports/eval/baseline/metrics.json"
-
-
-@pytest.fixture(scope="module")
-def committed() -> dict[str, Metrics]:
-    """Every numbers file of the committed run, flattened as dvc flattens metrics."""
-    if not (ROOT / EVAL).is_file():
-        pytest.skip("the committed reports/ are not in this checkout")
-    texts = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "reports").rglob("*.json")}
-    return load_metrics(texts)
-
-
-@pytest.fixture(scope="module")
-def lock() -> dict:
-    return yaml.safe_load((ROOT / "dvc.lock").read_text())
-
-
-def changed(metrics: dict[str, Metrics], path: str, name: str, value: object) -> dict[str, Metrics]:
-    out = copy.deepcopy(metrics)
-    out[path][name] = value
-    return out
-
-
-def half_width(metrics: dict[str, Metrics], path: str, stem: str) -> float:
-    return (metrics[path][f"{stem}.ci95_high"] - metrics[path][f"{stem}.ci95_low"]) / 2
-
-
-def row(result: Comparison, path: str, name: str):
-    return next(r for r in result.rows if (r.path, r.metric) == (path, name))
 
 
 def test_identical_runs_pass(committed, lock):
@@ -52,7 +21,9 @@ def test_identical_runs_pass(committed, lock):
     assert result.passed, result.reasons()
     assert all(r.status == "ok" for r in result.rows)
     assert result.table() == ""
-    n = sum(len(m) for m in committed.values())
+    # every value of every file, and one seed-mean per model and judged metric
+    n = sum(len(m) for m in committed.values()) + n_seed_tests(committed)
+    assert sum(r.rule == "seed_mean" for r in result.rows) == n_seed_tests(committed) == 16 * 11
     assert result.summary().startswith(f"{n} metrics compared: {n} identical")
     assert "0 failed" in result.summary()
 
@@ -67,36 +38,6 @@ def test_trained_metric_within_one_half_width(committed, lock, widths, passes):
         assert len(result.failed) == 1
         assert EVAL in result.reasons()[0] and "psnr.mean" in result.reasons()[0]
         assert f"allowed {TOLERANCE_HALF_WIDTHS:g}" in result.reasons()[0]
-
-
-def trained_on(metrics: dict[str, Metrics], kind: str) -> dict[str, Metrics]:
-    out = copy.deepcopy(metrics)
-    for path, values in out.items():
-        if path.startswith("reports/eval/") and path != BASELINE:
-            values[TRAINED_ON] = kind
-    return out
-
-
-def test_models_trained_on_another_machine_kind_are_shown_not_judged(committed, lock):
-    """Measured: the default run trained on another CPU kind moved up to 27 half-widths."""
-    here, there = trained_on(committed, "AMD EPYC, AVX2 kernels"), trained_on(committed, "Xeon, AVX512 kernels")
-    far = committed[EVAL]["psnr.mean"] + 27 * half_width(committed, EVAL, "psnr")
-    result = compare_runs(there, changed(here, EVAL, "psnr.mean", far), lock, lock)
-    assert result.passed, result.reasons()
-    moved = row(result, EVAL, "psnr.mean")
-    assert (moved.rule, moved.status, moved.allowed) == ("other_machine", "moved", "other machine")
-    assert row(result, EVAL, TRAINED_ON).status == "moved"
-    assert "1 moved on another machine kind (not judged)" in result.summary()
-    assert ("AMD EPYC, AVX2 kernels here, Xeon, AVX512 kernels committed" in result.summary()
-            and "shown, not judged" in result.summary())
-    # the same move on the same kind of machine fails, and what must hold everywhere still does
-    assert not compare_runs(here, changed(here, EVAL, "psnr.mean", far), lock, lock).passed
-    inverted = changed(here, EVAL, "ssim.ci95_low", committed[EVAL]["ssim.ci95_high"] + 1)
-    assert [r.metric for r in compare_runs(there, inverted, lock, lock).failed] == ["ssim.ci95_low"]
-    other_backbone = changed(here, EVAL, "provenance.lpips", "alexnet: pretrained")
-    assert [r.metric for r in compare_runs(there, other_backbone, lock, lock).failed] == ["provenance.lpips"]
-    baseline = changed(here, BASELINE, "ssim.mean", committed[BASELINE]["ssim.mean"] * 1.01)
-    assert [r.metric for r in compare_runs(there, baseline, lock, lock).failed] == ["ssim.mean"]
 
 
 def test_inverted_interval_fails(committed, lock):
@@ -138,14 +79,6 @@ def test_trained_fid_is_informational(committed, lock):
     assert result.passed
     assert row(result, EVAL, "fid").status == "moved"
     assert "1 informational moved" in result.summary()
-
-
-def test_missing_model_fails_naming_it(committed, lock):
-    reproduced = copy.deepcopy(committed)
-    del reproduced[EVAL]
-    result = compare_runs(committed, reproduced, lock, lock)
-    assert not result.passed
-    assert [f"model {MODEL}" in line and "missing now" in line for line in result.reasons()] == [True]
 
 
 def test_missing_and_new_metric_fail(committed, lock):
@@ -196,13 +129,16 @@ def test_every_numbers_file_is_compared(committed):
     assert {"reports/preprocess.json", "reports/ranking.json", EVAL, BASELINE,
             "reports/summary/baseline.json", f"reports/summary/{MODEL}.json"} <= committed.keys()
     assert is_compared("reports/summary/baseline.json") and not is_compared("reports/figures/x.json")
+    assert is_compared("reports/eval/A/seed12/metrics.json")
+    # the layout before seeds is no file of a run any more
+    assert not is_compared("reports/eval/A/metrics.json") and not is_compared("reports/eval/A/seed0/per_image.json")
 
 
 def test_flatten_matches_dvc(committed):
     """Our flattening must name metrics exactly as `dvc metrics diff` does."""
     show = pytest.importorskip("dvc.repo.metrics.show")
     from dvc.utils.flatten import flatten
-    for path in committed:
+    for path in (p.relative_to(ROOT).as_posix() for p in (ROOT / "reports").rglob("*.json")):
         data = json.loads((ROOT / path).read_text())
         assert flatten_metrics(data) == flatten(show._extract_metrics(data, path)), path
 
@@ -212,6 +148,7 @@ def test_output_colorfulness_is_informational_its_error_is_not(committed, lock):
     moved = changed(committed, EVAL, "colorfulness.mean", committed[EVAL]["colorfulness.mean"] * 1.085)
     result = compare_runs(committed, moved, lock, lock)
     assert result.passed and row(result, EVAL, "colorfulness.mean").status == "moved"
+    assert not any(r.metric.startswith("colorfulness") for r in result.rows if r.rule == "seed_mean")
     stem = "delta_colorfulness"
     worse = changed(committed, EVAL, f"{stem}.mean",
                     committed[EVAL][f"{stem}.mean"] + 2 * half_width(committed, EVAL, stem))

@@ -1,7 +1,7 @@
 """Compare a reproduced study run with the committed one, honestly across machines.
 
 Why: float32 training takes other rounding paths on a CPU with another SIMD width, so a
-trained model's metrics move a little from machine to machine, while the data (download,
+trained model's metrics move from machine to machine, while the data (download,
 preprocess) is byte-identical everywhere and the grayscale baseline's evaluation nearly
 so. One tolerance for all of it is either too strict (CI fails on every other machine) or
 too loose (it hides a broken data pipeline), so each value gets the tolerance its source
@@ -10,12 +10,20 @@ earns:
 * data outputs in ``dvc.lock``: byte-identical (equal md5);
 * deterministic metrics (preprocess counts, the grayscale baseline's evaluation and
   headline row): relative 1e-4;
-* trained models' test metrics with a bootstrap CI: one committed CI half-width, when
-  the model was trained on the same kind of machine (CPU model, SIMD kernels, threads,
-  torch: ``checkpoint.trained_on``) as the committed one; trained on another kind, they
-  are shown, not judged (measured: a default run moved up to 27 half-widths there);
+* a trained model, every model on any kind of machine: per judged test metric (those
+  with a bootstrap CI, descriptive ones left out) the rerun's mean over its seeds against
+  the committed seeds, a two-sample t bound from the model's own seed variance with a
+  Bonferroni share of a 1 % false-alarm rate for the whole comparison
+  (:mod:`colorstudy.seed_rule`, which says why and what it can detect;
+  :mod:`colorstudy.compare_seeds`); it needs >= 2 seeds on both sides, and a model
+  trained on another kind with fewer fails saying so;
+* and, stricter, each seed ``reports/eval/ID/seedS/metrics.json`` trained on the same
+  kind of machine (CPU model, SIMD kernels, threads, torch: ``checkpoint.trained_on``) as
+  its committed seed: every test metric within one committed CI half-width (in practice
+  bitwise equal); trained on another kind, the seed's values are shown, judged through
+  the seed-mean (measured: a default run moved up to 27 half-widths there);
 * other trained-model values (fid, colorfulness, selected epoch, rank): shown when they
-  move, never failing; a value or file missing on either side always fails;
+  move, never failing; a value, file, seed or model missing on either side always fails;
 * a metric one run computed and the other did not (FID with ``evaluate.fid_weights=none``:
   no ``fid`` in metrics.json, ``provenance.fid`` and the summary files say "not computed")
   fails naming that, since the settings differ; two runs without it compare as equal.
@@ -24,7 +32,6 @@ earns:
 ``.ci/compare_metrics.py`` feeds it the files of :data:`COMPARED_FILES` at HEAD and in the
 work tree (all of them, not only the headline that ``dvc metrics`` shows) and both dvc.lock.
 """
-
 from __future__ import annotations
 
 import fnmatch
@@ -32,15 +39,12 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
+from colorstudy.compare_rows import TRAINED_ON, Comparison, Metrics, Row, Rule, Value, is_number
+from colorstudy.compare_seeds import EVAL_SEED, seed_mean_rows, seed_runs
 from colorstudy.config import NOT_COMPUTED
-
-Value = int | float | str  # what dvc keeps of a metrics file (bool is an int)
-Metrics = dict[str, Value]  # one file, flattened to dotted names: {"psnr.mean": 16.5}
-Status = Literal["ok", "moved", "FAIL"]
-Rule = Literal["data", "deterministic", "interval", "other_machine", "informational", "presence"]
 
 # download and preprocess involve no training: they are byte-identical on every machine
 # (exact float32 Lab, no SIMD-dependent kernels), so any md5 change is a real change of
@@ -55,7 +59,7 @@ DETERMINISTIC_FILES = ("reports/preprocess.json", "reports/eval/baseline/metrics
 DETERMINISTIC_REL_TOL = 1e-4
 # Below this, differences are rounding of values that are zero in exact arithmetic.
 ABS_FLOOR = 1e-9
-# In reports/eval/<id>/metrics.json: the test-set size is data, not training.
+# In reports/eval/ID/seedS/metrics.json: the test-set size is data, not training.
 EVAL_EXACT_KEYS = ("n_images", "n_photos")
 
 # A trained model's metric carries a percentile-bootstrap 95% CI over the test photos. A
@@ -65,14 +69,14 @@ EVAL_EXACT_KEYS = ("n_images", "n_photos")
 # against a full `bash .ci/run` with torch, oneDNN, MKL and numpy held to AVX2: every
 # error metric moved at most 0.46 half-widths (LPIPS; PSNR 0.14, CIEDE2000 0.28).
 TOLERANCE_HALF_WIDTHS = 1.0
-# ...but only between models trained on the same kind of machine. Across kinds the
+# ...but only per seed between runs trained on the same kind of machine. Across kinds the
 # interval rule does not hold: the committed default run (Xeon, AVX-512) rerun on an
 # AVX2-only AMD EPYC moved 37 of its values by 1-27 half-widths (densenet's CIEDE2000
 # 14.5 -> 18.4), because 4 epochs on 4 photos amplify the first rounding difference into
-# another training trajectory. No tolerance both holds there and still means anything,
-# so such a model's metrics are shown and counted apart, never judged; what must match
-# everywhere (data, baseline, presence, provenance, interval sanity) still fails.
-TRAINED_ON = "checkpoint.trained_on"
+# another training trajectory. So another kind's seed is one more draw of the model's
+# seed distribution: its values are shown, and the model's seed-mean is judged against
+# the committed seeds (compare_seeds); what must match everywhere (data, baseline,
+# presence, provenance, interval sanity) still fails per file.
 INTERVAL_FIELDS = ("mean", "ci95_low", "ci95_high")
 # Not errors against the truth but a description of the output: its interval only says
 # how alike the outputs are (near-gray models: ±0.007), while the value follows the
@@ -91,90 +95,17 @@ GRAY_COLORFULNESS_ABS_TOL = 1e-5
 
 # Every file with numbers the pipeline writes: the headline (reports/summary, what
 # `dvc metrics show` presents) and the full per-stage files behind it.
+# A trained model's evaluation is one file per seed (dvc.yaml's evaluate@ID-SEED); a file
+# of the layout before seeds (reports/eval/ID/metrics.json) is compared by no pattern.
 COMPARED_FILES = ("reports/preprocess.json", "reports/ranking.json", "reports/summary/*.json",
-                  "reports/eval/*/metrics.json")
+                  "reports/eval/baseline/metrics.json", "reports/eval/*/seed*/metrics.json")
 
-EVAL_METRICS = re.compile(r"reports/eval/(?P<model>[^/]+)/metrics\.json")
-# The headline repeats the eval means (judged there, by their intervals) and the rank;
-# only the baseline's row is deterministic.
+# The headline repeats the seed-means (judged from the per-seed files) and the rank;
+# only the baseline's row is deterministic, and how many seeds a model pooled is a count.
 SUMMARY_METRICS = re.compile(r"reports/summary/(?P<model>[^/]+)\.json")
 SUMMARY_BASELINE = "reports/summary/baseline.json"
+SUMMARY_EXACT_KEYS = ("seeds",)
 NOTHING_COMPARED = "no metrics to compare: were reports/ committed and did `dvc repro` run?"
-
-
-@dataclass(frozen=True)
-class Row:
-    """One compared value; ``allowed`` is the tolerance as a reader should see it."""
-
-    path: str
-    metric: str
-    committed: Value | None
-    reproduced: Value | None
-    allowed: str
-    rule: Rule
-    status: Status
-    reason: str = ""  # why it failed, in words, for the log
-
-    @property
-    def change(self) -> float | None:
-        a, b = self.committed, self.reproduced
-        return b - a if _is_number(a) and _is_number(b) else None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    rows: list[Row]
-
-    @property
-    def failed(self) -> list[Row]:
-        return [r for r in self.rows if r.status == "FAIL"]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def table(self) -> str:
-        """The rows that changed, `dvc metrics diff`-style, failures first."""
-        changed = sorted((r for r in self.rows if r.status != "ok"),
-                         key=lambda r: (r.status != "FAIL", r.path, r.metric))
-        if not changed:
-            return ""
-        head = ("Path", "Metric", "HEAD", "workspace", "Change", "Allowed", "Status")
-        body = [(r.path, r.metric, _fmt(r.committed), _fmt(r.reproduced),
-                 "" if r.change is None else f"{r.change:+.4g}", r.allowed, r.status)
-                for r in changed]
-        widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-                         for line in (head, *body))
-
-    def reasons(self) -> list[str]:
-        """One self-contained line per failure: what differs and why that matters."""
-        return [f"FAIL {r.reason}" for r in self.failed]
-
-    def summary(self) -> str:
-        metrics = [r for r in self.rows if r.rule in ("deterministic", "interval", "other_machine", "informational")]
-        data = [r for r in self.rows if r.rule == "data"]
-        other = sum(r.status == "FAIL" for r in self.rows if r.rule == "presence")
-        line = (f"{len(metrics)} metrics compared: "
-                f"{sum(r.status == 'ok' for r in metrics)} identical, "
-                f"{sum(r.status == 'moved' and r.rule in ('interval', 'deterministic') for r in metrics)} "
-                f"within tolerance, "
-                f"{sum(r.status == 'moved' and r.rule == 'other_machine' for r in metrics)} moved on another "
-                f"machine kind (not judged), "
-                f"{sum(r.status == 'moved' and r.rule == 'informational' for r in metrics)} informational moved, "
-                f"{sum(r.status == 'FAIL' for r in metrics)} failed; "
-                f"{sum(r.status == 'ok' for r in data)} of {len(data)} data outputs byte-identical")
-        line += f"; {other} missing files or stages" if other else ""
-        kinds: dict[tuple[str, str], int] = {}
-        for r in self.rows:
-            if r.metric == TRAINED_ON and r.committed != r.reproduced:
-                pair = (str(r.committed), str(r.reproduced))
-                kinds[pair] = kinds.get(pair, 0) + 1
-        for (committed, reproduced), n in sorted(kinds.items()):
-            line += (f"\n{n} trained model(s) are from another kind of machine than the committed run "
-                     f"({reproduced} here, {committed} committed): bitwise-repeatable training holds on one "
-                     f"kind only, so their test metrics were shown, not judged")
-        return line
 
 
 def compare_runs(committed: dict[str, Metrics], reproduced: dict[str, Metrics],
@@ -189,9 +120,24 @@ def compare_runs(committed: dict[str, Metrics], reproduced: dict[str, Metrics],
             continue
         same_machine = old.get(TRAINED_ON) == new.get(TRAINED_ON)
         rows += [_compare_metric(path, name, old, new, same_machine) for name in sorted(old.keys() | new.keys())]
+    old_runs, new_runs = seed_runs(committed), seed_runs(reproduced)
+    judged = {model: _judged_stems(model, seeds) for model, seeds in old_runs.items()}
+    seed_rows, notes = seed_mean_rows(old_runs, new_runs, judged, rel_floor=DETERMINISTIC_REL_TOL)
+    rows += seed_rows
     if not committed and not reproduced:
         rows.append(Row("", "", None, None, "", "presence", "FAIL", NOTHING_COMPARED))
-    return Comparison(rows)
+    return Comparison(rows, notes)
+
+
+def _judged_stems(model: str, seeds: dict[int, Metrics]) -> list[str]:
+    """The metrics whose seed-mean is judged: those the per-seed rule judges by an interval
+    in every committed seed (the same set in each, unless a file is broken)."""
+    stems: set[str] | None = None
+    for seed, values in seeds.items():
+        path = f"reports/eval/{model}/seed{seed}/metrics.json"
+        mine = {n[:-len(".mean")] for n in values if n.endswith(".mean") and _rule(path, n, values)[0] == "interval"}
+        stems = mine if stems is None else stems & mine
+    return sorted(stems or ())
 
 
 def flatten_metrics(data: dict[str, Any], prefix: str = "") -> Metrics:
@@ -244,8 +190,9 @@ def _outs(lock: dict[str, Any], stage: str) -> dict[str, str | None] | None:
 
 
 def _missing_file(path: str, old: Metrics | None, new: Metrics | None) -> Row:
-    match = EVAL_METRICS.fullmatch(path) or SUMMARY_METRICS.fullmatch(path)
-    what = f"model {match['model']}: {path}" if match else path
+    seed, summary = EVAL_SEED.fullmatch(path), SUMMARY_METRICS.fullmatch(path)
+    what = (f"model {seed['model']} seed {seed['seed']}: {path}" if seed else
+            f"model {summary['model']}: {path}" if summary else path)
     reason = f"{what} is missing now" if not new else f"{what} is new (not in the committed run)"
     return Row(path, "(file)", "present" if old else None, "present" if new else None,
                "present", "presence", "FAIL", reason)
@@ -259,7 +206,7 @@ def _compare_metric(path: str, name: str, old: Metrics, new: Metrics, same_machi
     abs_tol = max(ABS_FLOOR, tolerance) if rule == "deterministic" else ABS_FLOOR
     allowed = {"deterministic": (f"abs {abs_tol:g}" if abs_tol > ABS_FLOOR else f"rel {DETERMINISTIC_REL_TOL:g}")
                if _is_float_pair(a, b) else "exact",
-               "interval": f"±{tolerance:.3g}", "other_machine": "other machine",
+               "interval": f"±{tolerance:.3g}", "other_machine": "other kind: seed-mean",
                "informational": "info"}[rule]
     row = Row(path, name, a, b, allowed, rule, "ok")
     if a is None or b is None:
@@ -301,12 +248,12 @@ def _not_computed(value: Value | None) -> bool:
 
 def _compare_interval(row: Row, new: Metrics, tolerance: float) -> Row:
     a, b = row.committed, row.reproduced
-    if not (_is_number(a) and _is_number(b)):
+    if not (is_number(a) and is_number(b)):
         return _fail(row, f"{row.metric} is not a number: {a!r} -> {b!r}")
     stem = row.metric.rsplit(".", 1)[0]
     low, high = new.get(f"{stem}.ci95_low"), new.get(f"{stem}.ci95_high")
     # an inverted interval is reported once, on its low bound
-    if row.metric.endswith(".ci95_low") and _is_number(low) and _is_number(high) and low > high:
+    if row.metric.endswith(".ci95_low") and is_number(low) and is_number(high) and low > high:
         return _fail(row, f"{stem}: reproduced interval is inverted (ci95_low {low} > ci95_high {high})")
     if a == b:
         return row
@@ -326,12 +273,12 @@ def _rule(path: str, name: str, committed: Metrics) -> tuple[Rule, float]:
             return "deterministic", GRAY_COLORFULNESS_ABS_TOL
         return "deterministic", 0.0
     if SUMMARY_METRICS.fullmatch(path):
-        return "informational", math.inf
-    if EVAL_METRICS.fullmatch(path):
+        return ("deterministic", 0.0) if name in SUMMARY_EXACT_KEYS else ("informational", math.inf)
+    if EVAL_SEED.fullmatch(path):
         low, high = committed.get(f"{stem}.ci95_low"), committed.get(f"{stem}.ci95_high")
         if stem in DESCRIPTIVE_METRICS or name == TRAINED_ON:
             return "informational", math.inf
-        if leaf in INTERVAL_FIELDS and _is_number(low) and _is_number(high):
+        if leaf in INTERVAL_FIELDS and is_number(low) and is_number(high):
             return "interval", TOLERANCE_HALF_WIDTHS * abs(high - low) / 2
         # provenance and architecture say what was measured: a change is never rounding
         if name in EVAL_EXACT_KEYS or isinstance(committed.get(name), str):
@@ -350,21 +297,6 @@ def _fail(row: Row, reason: str) -> Row:
     return replace(row, status="FAIL", reason=f"{row.path}: {reason}")
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _is_float_pair(a: object, b: object) -> bool:
     """Two numbers of which one is a float: compared with a tolerance; ints are exact."""
-    return _is_number(a) and _is_number(b) and (isinstance(a, float) or isinstance(b, float))
-
-
-def _fmt(value: Value | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return is_number(a) and is_number(b) and (isinstance(a, float) or isinstance(b, float))
