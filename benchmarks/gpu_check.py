@@ -16,9 +16,10 @@ on the GPU set beside the committed CPU study.
    as often as it takes, after ``--warmup`` untimed ones in the same pass of the loop (the
    prefetch thread of a streamed split runs on into the timed window).
 2. **Study**: ``--study-models`` of the default ``params.yaml`` trained and evaluated on
-   the GPU from the sample dataset, each ``reports/eval/<id>/metrics.json`` compared
-   with the committed CPU one by the rules CI uses (``colorstudy.compare``: a trained
-   model's metric may move by its committed bootstrap CI half-width).
+   the GPU from the sample dataset, every seed of ``train.seeds``, each
+   ``reports/eval/<id>/seed<S>/metrics.json`` compared with the committed CPU ones by the
+   rules CI uses (``colorstudy.compare``: a GPU is another machine kind, so the seed-means
+   are judged against the committed seeds, ``colorstudy.seed_rule``).
 
 ``--dry`` runs every part on the CPU at toy size (32 px, width 4, 3 steps, model A for
 one epoch, no comparison: the committed study is not that toy run); the test suite runs it.
@@ -134,7 +135,7 @@ def throughput(shards_dir: Path, device: torch.device, size: int, width: int, ba
                streamed: bool, warmup: int = WARMUP_STEPS) -> dict:
     """``steps`` timed steps of the real training loop, cycling the split, after ``warmup``
     untimed ones in the same loop (one epoch of ``warmup + steps`` steps, prefetch alive throughout)."""
-    from colorstudy.config import TrainParams
+    from colorstudy.config import RunTrainParams
     from colorstudy.data.loader import EpochBatches, load_split
     from colorstudy.data.shards import LabShards
     from colorstudy.distributed import SINGLE
@@ -142,7 +143,7 @@ def throughput(shards_dir: Path, device: torch.device, size: int, width: int, ba
     from colorstudy.study import RunSpec
     from colorstudy.train import train_epoch
 
-    cfg = TrainParams(epochs=1, decay_epochs=0, batch_size=batch, width=width, device=str(device))
+    cfg = RunTrainParams(epochs=1, decay_epochs=0, batch_size=batch, width=width, device=str(device), seed=0)
     run = RunSpec(model_id="gpu_check", generator="unet",
                   arch_kwargs={"width": width, "depth": min(8, size.bit_length() - 1)},
                   terms={"l1": 100.0}, image_size=size, train=cfg)
@@ -190,17 +191,21 @@ def study(models: list[str], device: torch.device, work: Path, dry: bool) -> dic
     materialize(work / "raw", data)
     preprocess(work / "raw", work / "shards", data, progress=False)
     out, committed, reproduced = {}, {}, {}
+    # every seed of train.seeds (one in a dry run): CI's cross-machine rule compares seed-means
+    seeds = params["train"]["seeds"][:1] if dry else params["train"]["seeds"]
     for model_id in models:
         start = time.perf_counter()
-        train_model(resolve_model(params, model_id), work / "shards", work / model_id, work / f"{model_id}-logs")
-        evaluation = section(params, "evaluate", EvaluateParams)
-        make_reproducible(device, 2, purpose="evaluate")  # as stages/evaluate.py runs; train_model resets
-        result = evaluate(work / model_id / "selected.pt", work / "shards", evaluation)
-        path = f"reports/eval/{model_id}/metrics.json"
-        reproduced[path] = flatten_metrics(json.loads(json.dumps(result.summary)))
-        if (ROOT / path).is_file():
-            committed.update(load_metrics({path: (ROOT / path).read_text()}))
-        out[model_id] = {"seconds": round(time.perf_counter() - start, 1),
+        for seed in seeds:
+            run_dir = work / model_id / f"seed{seed}"
+            train_model(resolve_model(params, model_id, seed), work / "shards", run_dir, work / f"{model_id}-{seed}-logs")
+            evaluation = section(params, "evaluate", EvaluateParams)
+            make_reproducible(device, 2, purpose="evaluate")  # as stages/evaluate.py runs; train_model resets
+            result = evaluate(run_dir / "selected.pt", work / "shards", evaluation)
+            path = f"reports/eval/{model_id}/seed{seed}/metrics.json"
+            reproduced[path] = flatten_metrics(json.loads(json.dumps(result.summary)))
+            if (ROOT / path).is_file():
+                committed.update(load_metrics({path: (ROOT / path).read_text()}))
+        out[model_id] = {"seconds": round(time.perf_counter() - start, 1), "seeds": len(seeds),
                          "psnr": result.summary["psnr"]["mean"], "ciede2000": result.summary["ciede2000"]["mean"]}
     if dry:
         return {"models": out, "compared": False, "why": "dry run: a toy study, not the committed one"}

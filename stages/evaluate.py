@@ -1,7 +1,7 @@
-"""Stage evaluate@ID / evaluate_baseline: score one model (or the grayscale baseline) on the test split.
+"""Stage evaluate@ID-SEED / evaluate_baseline: score one run (or the grayscale baseline) on the test split.
 
 Usage: python stages/evaluate.py (CHECKPOINT | baseline) SHARDS_DIR OUT_REPORT_DIR OUT_PRED_FILE [--fid-reference NPZ]
-  e.g. python stages/evaluate.py data/models/A/selected.pt data/shards reports/eval/A data/eval/A.npz \\
+  e.g. python stages/evaluate.py data/models/A/seed0/selected.pt data/shards reports/eval/A/seed0 data/eval/A/seed0.npz \\
          --fid-reference data/eval/baseline.npz
 
 OUT_REPORT_DIR gets metrics.json (mean + bootstrap 95% CI of every metric, FID, backbone

@@ -46,7 +46,7 @@ def test_two_gloo_processes_train_like_one_and_resume(faces_shards, study_params
     ddp = subprocess.run(_stage(ddp_spec, faces_shards, tmp_path / "ddp"), capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # rank 0 alone prints, logs and writes
-    assert ddp.stdout.count("B epoch 1/3: val") == 1 and ddp.stdout.count("scored checkpoint") == 1
+    assert ddp.stdout.count("B-0 epoch 1/3: val") == 1 and ddp.stdout.count("scored checkpoint") == 1
     trained = Checkpoint.load(tmp_path / "ddp/models/last.pt")
     assert trained.run.train.nproc == 2 and trained.epoch == 3
     # ... a checkpoint any single process loads

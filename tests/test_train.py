@@ -120,7 +120,7 @@ def test_a_nan_loss_stops_naming_model_step_range_and_term(faces_shards, study_p
         return value * float("nan") if len(calls) == 6 else value
 
     monkeypatch.setattr(L1Loss, "forward", l1_nan_at_step_5)
-    with pytest.raises(NonFiniteLossError, match=r"model E: non-finite loss at epoch 1, steps 4-7 "
+    with pytest.raises(NonFiniteLossError, match=r"model E-0: non-finite loss at epoch 1, steps 4-7 "
                                                  r"\(checked every 4 steps\): l1=nan first at step 5"):
         _train(resolve_model(study_params, "E"), faces_shards, tmp_path)
     assert len(calls) == 8  # it ran on to the end of the checked window, no further
@@ -131,7 +131,7 @@ def test_a_nan_in_the_last_steps_of_an_epoch_stops_before_its_checkpoint(faces_s
                                                                          monkeypatch):
     monkeypatch.setattr(objective_module, "FINITE_CHECK_STEPS", 1000)  # only the end-of-epoch check
     monkeypatch.setattr(L1Loss, "forward", lambda self, L, pred, true: (pred - true).abs().mean() * float("inf"))
-    with pytest.raises(NonFiniteLossError, match=r"model A: non-finite loss at epoch 1, steps 0-\d+ .*l1=inf first "
+    with pytest.raises(NonFiniteLossError, match=r"model A-0: non-finite loss at epoch 1, steps 0-\d+ .*l1=inf first "
                                                  r"at step 0"):
         _train(resolve_model(study_params, "A"), faces_shards, tmp_path)
     assert not (tmp_path / "models" / "last.pt").exists()

@@ -203,6 +203,7 @@ def draw_figures(fig_dir: Path, report_params: ReportParams, models: list[ModelR
         bars_figure(bars, rows, metrics, colors)
         figures.append(bars)
         curves = {r.model_id: c for r in models if (c := read_curves(train_dir, r.model_id, r.shown_seed))}
+        seed = models[0].shown_seed if models else None
         curve_figures: list[tuple[str, Path]] = []
         if curves:
             names = sorted({name for c in curves.values() for name in c})
@@ -213,12 +214,12 @@ def draw_figures(fig_dir: Path, report_params: ReportParams, models: list[ModelR
             if val:
                 path = fig_dir / "training_validation.png"
                 curves_figure(path, val, curves, colors, base_curves)
-                curve_figures.append(("validation metrics per epoch (dashed: grayscale baseline)", path))
+                curve_figures.append((f"validation metrics per epoch, seed {seed} of each model (dashed: grayscale baseline)", path))
             train_names = [m for m in names if m.startswith("train/")]
             if train_names:
                 path = fig_dir / "training_losses.png"
                 curves_figure(path, train_names, curves, colors)
-                curve_figures.append(("training losses per epoch (weighted terms)", path))
+                curve_figures.append((f"training losses per epoch, seed {seed} of each model (weighted terms)", path))
             figures += [p for _, p in curve_figures]
     return Figures(figures, indices, examples, curve_figures, curves)
 

@@ -273,14 +273,16 @@ def _figures(doc: Doc, inp: ReportInputs) -> None:
     out_dir, report_params = inp.out_dir, inp.report_params
     fid_label, lpips_label = inp.fid_label, inp.lpips_label
     rel = inp.rel
+    seeds = inp.ranking.get("seeds") or []
+    shown = f", each as trained with seed {seeds[0]} (the first of `train.seeds`)" if seeds else ""
     doc.heading(2, "The same test images, every model")
     doc.para(f"{len(grid_indices)} test images evenly spaced through the test split (`report.grid_images` = "
              f"{report_params.grid_images}): gray input (= the grayscale baseline's output), ground truth, then "
-             f"every model in study order.")
+             f"every model in study order{shown}.")
     doc.image("comparison grid", rel(out_dir / FIGURES / "comparison_grid.jpg"))
     doc.heading(2, "Best and worst examples per model")
     doc.para(f"Per model, its {report_params.examples} best and {report_params.examples} worst test images by "
-             f"CIEDE2000 (lower is better): gray input, the model's colorization, ground truth.")
+             f"CIEDE2000 (lower is better){shown}: gray input, the model's colorization, ground truth.")
     for r in models:
         doc.heading(3, r.model_id)
         doc.image(f"best and worst examples of {r.model_id}", rel(examples[r.model_id]))
@@ -296,7 +298,7 @@ def _figures(doc: Doc, inp: ReportInputs) -> None:
             doc.para(caption[0].upper() + caption[1:] + ":")
             doc.image(caption, rel(path))
     else:
-        doc.para("No training logs found (dvclive's `reports/train/<id>/plots/metrics`).")
+        doc.para("No training logs found (dvclive's `reports/train/<id>/seed<S>/plots/metrics`).")
 
 
 def _what_was_run(doc: Doc, inp: ReportInputs) -> None:
