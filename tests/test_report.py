@@ -164,7 +164,9 @@ def test_comparison_csv(report):
     out = report[0]
     with open(out / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
-    assert set(rows[0]) == {"model", "metric", "mean", "ci95_low", "ci95_high"}
+    assert set(rows[0]) == {"model", "metric", "mean", "seed_sd", "ci95_low", "ci95_high"}
+    assert all(float(r["seed_sd"]) >= 0 for r in rows if r["model"] != BASELINE) and \
+        {r["seed_sd"] for r in rows if r["model"] == BASELINE} == {""}
     assert {r["model"] for r in rows} == {*MODELS, BASELINE}
     psnr = [r for r in rows if r["metric"] == "psnr"]
     assert len(psnr) == 3 and all(float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"]) for r in psnr)

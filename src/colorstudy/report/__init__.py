@@ -1,8 +1,9 @@
-"""The study report: every model and the grayscale baseline, side by side.
+"""The study report: every model (pooled over its seeds) and the grayscale baseline, side by side.
 
-:func:`build_report` reads the evaluate stages' outputs (``<eval>/<id>/metrics.json``
-and ``per_image.parquet``, ``<pred>/<id>.npz``), the test split (for the gray inputs
-and the ground truth), the training logs dvclive wrote (``<train>/<id>/plots/metrics``),
+:func:`build_report` reads the evaluate stages' outputs (``<eval>/<id>/seed<S>/metrics.json``
+and ``per_image.parquet`` for every seed of ``train.seeds``, ``<pred>/<id>/seed<S>.npz`` of the
+first seed, the one the pictures show), the test split (for the gray inputs and the ground
+truth), the training logs dvclive wrote (``<train>/<id>/seed<S>/plots/metrics``, first seed),
 the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
 
 * ``report.md`` (GitHub-rendered; figures as relative links to ``figures/*.jpg``) and
@@ -18,7 +19,8 @@ the preprocess stage's counts and ``params.yaml``, and writes into ``out_dir``:
   ``grayscale``) and ``plots/means.csv`` (headline means with CIs), which dvc.yaml's
   top-level plots draw;
 * ``ranking.json``: ``{"best", "ranking", "formula", ...}`` (``colorize`` reads ``best``);
-* ``comparison.csv`` (model, metric, mean, ci95_low, ci95_high): every metric.
+* ``comparison.csv`` (model, metric, mean, seed_sd, ci95_low, ci95_high): every metric, the
+  interval over photos and seeds (:mod:`colorstudy.report.pooling`).
 
 Deterministic: no timestamps, fixed iteration order (the study order of ``params.yaml``),
 fixed number formatting, matplotlib's default style with fixed sizes, images without

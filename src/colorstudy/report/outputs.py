@@ -105,11 +105,16 @@ def file_safe(model_id: str) -> str:
 def write_comparison(out_dir: Path, rows: Sequence[ModelResult], metrics: Sequence[str]) -> None:
     def values(r: ModelResult, m: str) -> list[Any]:
         v = r.summary[m]
-        return [v["mean"], v["ci95_low"], v["ci95_high"]] if isinstance(v, dict) else [v, "", ""]
+        if not isinstance(v, dict):
+            return [v, "", "", ""]
+        sd = v.get("seed_sd")
+        return [v["mean"], "" if sd is None else sd, v["ci95_low"], v["ci95_high"]]
 
+    # seed_sd: SD of the per-seed means (empty for the seedless baseline); the interval is
+    # over photos and seeds (colorstudy.report.pooling)
     with open(out_dir / "comparison.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["model", "metric", "mean", "ci95_low", "ci95_high"])
+        w.writerow(["model", "metric", "mean", "seed_sd", "ci95_low", "ci95_high"])
         for m in metrics:
             for r in rows:
                 w.writerow([r.model_id, m, *values(r, m)])
