@@ -288,7 +288,7 @@ def _figures(doc: Doc, inp: ReportInputs) -> None:
         doc.image(f"best and worst examples of {r.model_id}", rel(examples[r.model_id]))
     doc.heading(2, "Metrics with 95% confidence intervals")
     per_set = "" if "fid" in inp.not_computed else " (FID: one number per set, no CI)"
-    doc.para(f"Bars: mean over the test images; whiskers: bootstrap 95% CI{per_set}; "
+    doc.para(f"Bars: mean over the test images and seeds; whiskers: 95% interval over photos and seeds{per_set}; "
              f"gray bar: grayscale baseline. LPIPS: {lpips_label}. FID: {fid_label}. Every value: "
              f"`reports/comparison.csv`; `dvc plots show` draws the headline metrics (`reports/plots/means.csv`).")
     doc.image("metric bar charts", rel(out_dir / FIGURES / "metrics.png"))
