@@ -1,7 +1,8 @@
-"""Stage train@ID: train one study model from its run spec.
+"""Stage train@ID-SEED: train one study model with one seed, from its run spec.
 
 Usage: python stages/train.py RUN_SPEC_JSON SHARDS_DIR CHECKPOINT_DIR LOG_DIR RESUME_DIR
-  e.g. python stages/train.py data/study/A.json data/shards data/models/A reports/train/A data/resume/A
+  e.g. python stages/train.py data/study/A/seed0.json data/shards data/models/A/seed0 reports/train/A/seed0 \
+         data/resume/A/seed0
 
 RESUME_DIR (not a DVC output) holds the per-epoch checkpoints while the run is in
 progress, so a killed `dvc repro` resumes; CHECKPOINT_DIR gets selected.pt and last.pt

@@ -63,7 +63,7 @@ def default_arch_kwargs(generator: str, image_size: int, width: int) -> dict[str
 class RunSpec:
     """One study id resolved: everything its training reads, and nothing else.
 
-    ``resolve`` writes it (:meth:`write`), ``train@ID`` and the report read it
+    ``resolve`` writes it (:meth:`write`), ``train@ID-SEED`` and the report read it
     (:meth:`read`, through the validating parser, so a hand-edited spec fails as a
     params.yaml typo does), and every checkpoint keeps it (:meth:`to_dict`). The JSON is
     byte-stable: equal specs are equal bytes, which is what DVC's skip decision hashes.
