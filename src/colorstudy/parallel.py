@@ -11,7 +11,7 @@ and starts ``dvc --wait-for-lock repro --single-item STAGE`` for each stage whos
 stages have finished, at most N at once. DVC still decides whether a stage runs, and it
 alone writes ``dvc.lock``, the cache and the run-cache, so ``dvc status`` after this is
 what it is after ``dvc repro``. A well-kept scheduler (Ray, Dask) would add a cluster
-runtime for what is a 37-stage graph on one machine; across machines the run-cache does the
+runtime for what is a 101-stage graph on one machine; across machines the run-cache does the
 sharing (README "Scaling out").
 
 Each slot owns a device: slot k gets GPU k (``CUDA_VISIBLE_DEVICES``) when there are GPUs,
