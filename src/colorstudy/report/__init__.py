@@ -76,7 +76,7 @@ from colorstudy.report.outputs import (
     write_plot_data,
     write_summary,
 )
-from colorstudy.report.ranking import TIE_BREAK, formula_text, not_ranked, rank_models, ranking_metrics
+from colorstudy.report.ranking import formula_text, not_ranked, rank_models, ranking_metrics
 from colorstudy.report.reference import differing_params
 from colorstudy.report.sections import ReportInputs, document
 
@@ -135,9 +135,8 @@ def build_report(eval_dir: str | Path, pred_dir: str | Path, shards_dir: str | P
                "versus_baseline": {i: {m: {k: round_sig(v) if isinstance(v, float) else v
                                            for k, v in d.as_dict().items()} for m, d in per.items()}
                                    for i, per in versus.items()}}
-    if order:
-        ranking["test_valid"] = paired_difference(tables[order[0]], baseline.runs, TIE_BREAK,
-                                                  METRICS[TIE_BREAK].direction).valid
+    if order and versus[order[0]]:  # a test's validity is the study's size: the leader's against gray says it
+        ranking["test_valid"] = next(iter(versus[order[0]].values())).valid
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(out_dir / FIGURES, report_params, models, rows, metrics, ids, test_ids, gray_u8, truth_u8,
