@@ -152,9 +152,7 @@ def load_baseline(eval_dir: Path, pred_dir: Path, test_ids: list[str]) -> ModelR
     """The grayscale baseline: one run, no seeds; its intervals recomputed like the models'."""
     summary, table = _read_run(eval_dir / BASELINE, test_ids, "evaluate_baseline")
     rgb = _read_predictions(pred_dir / f"{BASELINE}.npz", test_ids, "evaluate_baseline")
-    pooled = pool_runs(BASELINE, [], [summary], [table])
-    pooled.pop("seeds")
-    return ModelResult(BASELINE, pooled, table, rgb, [table], [])
+    return ModelResult(BASELINE, pool_runs(BASELINE, [], [summary], [table]), table, rgb, [table], [])
 
 
 def read_curves(train_dir: Path, model_id: str, seed: int | None) -> dict[str, pd.DataFrame]:

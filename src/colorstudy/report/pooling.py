@@ -54,7 +54,9 @@ def pool_runs(model_id: str, seeds: Sequence[int], summaries: Sequence[dict[str,
     """A metrics.json-shaped summary of the model over its runs (``seeds[k]`` wrote ``summaries[k]``)."""
     first = summaries[0]
     pooled: dict[str, Any] = {key: value for key, value in first.items() if key not in METRICS}
-    pooled.update(model=model_id, seeds=list(seeds))
+    pooled["model"] = model_id
+    if seeds:  # the seedless baseline gets no `seeds` key
+        pooled["seeds"] = list(seeds)
     checkpoints = [s.get("checkpoint", {}) for s in summaries]
     if checkpoints[0]:
         trained_on = sorted({str(c.get("trained_on", "not recorded")) for c in checkpoints})
