@@ -11,6 +11,7 @@ import copy
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -143,3 +144,45 @@ def test_queued_experiments_run_side_by_side_and_results_travel_through_a_remote
                          cwd=clone, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(list((tmp_path / "colorized").iterdir())) == 1
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """Ctrl-C the whole `dvc exp run` (its process group, as a terminal does) once ``ready()``."""
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+
+
+def test_an_interrupted_exp_run_resumes_unfinished_runs_and_keeps_finished_ones(tmp_path):
+    """The resume story: Ctrl-C during `dvc exp run` while seed 1 trains, after seed 0 finished.
+    The same `dvc exp run` again continues seed 1 from its last finished epoch (its resume
+    point is outside DVC's outputs) and restores seed 0 from the run-cache, even from a
+    workspace that lost seed 0's output and lock entry."""
+    repo = make_repo(tmp_path / "repo", ("download", "preprocess", "resolve", "train"))
+    params = load_params(repo / "params.yaml")
+    params["train"].update(epochs=3, decay_epochs=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro", "preprocess", "resolve")
+    commit(repo, "three epochs, data prepared")
+    resume_point = repo / "data" / "resume" / "A" / "seed1" / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run"], cwd=repo, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    _interrupt_when(proc, resume_point.is_file)
+    first = proc.stdout.read()
+    assert ran(first) >= {"train@A-0", "train@A-1"}, first
+    assert (repo / "data" / "models" / "A" / "seed0" / "selected.pt").is_file()
+    assert not (repo / "data" / "models" / "A" / "seed1").exists()
+
+    # the workspace as a reset leaves it: the finished run's output and lock entry gone
+    shutil.rmtree(repo / "data" / "models" / "A" / "seed0")
+    git(repo, "checkout", "--", "dvc.lock")
+    log = dvc(repo, "exp", "run")
+    assert "Stage 'train@A-0' is cached - skipping run" in log, log
+    assert re.search(r"A-1: resuming after epoch [12] from", log), log
+    assert ran(log) == {"train@A-1"}, log
+    assert not resume_point.parent.exists()  # a finished run leaves no resume point behind
+    assert "up to date" in dvc(repo, "status")
