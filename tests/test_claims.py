@@ -62,3 +62,12 @@ def test_a_committed_table_gives_the_reports_own_intervals_against_gray(study):
                                  (diff.high, reported["ci95_high"])):
                 assert math.isclose(ours, theirs, rel_tol=1e-5, abs_tol=1e-6), (model_id, metric)
             assert diff.verdict == reported["verdict"]
+
+
+@pytest.mark.parametrize("study", sorted(p.parent for p in (ROOT / "docs" / "results").glob("*/ranking.json")),
+                         ids=lambda p: p.name)
+def test_rank_over_every_id_is_the_reports_own_ranking(study):
+    ranking = json.loads((study / "ranking.json").read_text(encoding="utf-8"))
+    lines = claims.rank([study], ranking["ranking"])
+    ranked = [line.split(" | ")[0].removeprefix("| ") for line in lines[2:2 + len(ranking["ranking"])]]
+    assert ranked == ranking["ranking"]

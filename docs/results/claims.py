@@ -7,10 +7,13 @@ recomputed from a clone with no DVC pull and no training:
 
     python docs/results/claims.py collect STUDY_WORKSPACE docs/results/flowers-64px
     python docs/results/claims.py compare docs/results/flowers-64px A:B resnet_unet:A A:baseline
+    python docs/results/claims.py rank docs/results/faces-64px docs/results/flowers-64px --models A B ...
 
 ``compare`` prints ``a - b`` per metric: the mean over photos and seeds, its 95% interval
 over both (:func:`colorstudy.paired.paired_difference`, the report's own test) and the
-verdict ("a better", "b better", "cannot tell ...").
+verdict ("a better", "b better", "cannot tell ..."). ``rank`` ranks the same ids in
+several studies with the report's formula (:func:`colorstudy.report.ranking.rank_models`
+on each study's ``comparison.csv``), side by side, and names each metric's leader.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import pandas as pd
 from colorstudy.evaluate import BASELINE, PER_IMAGE_FILE
 from colorstudy.metrics import METRICS
 from colorstudy.paired import paired_difference
+from colorstudy.report.inputs import ModelResult
+from colorstudy.report.ranking import rank_models
 
 TABLE = "per_image.parquet"
 DEFAULT_METRICS = ("psnr", "ssim", "ciede2000", "delta_e76", "psnr_ab", "delta_colorfulness")
+RANKED = ("psnr", "ssim", "ciede2000", "delta_colorfulness")  # the committed studies' ranking metrics
 
 
 def collect(workspace: Path, study_dir: Path) -> Path:
@@ -63,6 +69,31 @@ def compare(study_dir: Path, pairs: list[str], metrics: list[str]) -> list[str]:
     return lines
 
 
+def rank(study_dirs: list[Path], models: list[str]) -> list[str]:
+    """Rank (mean rank) of ``models`` within each study, and each metric's leader per study."""
+    orders, leaders = [], []
+    for study in study_dirs:
+        means = pd.read_csv(study / "comparison.csv").pivot(index="model", columns="metric", values="mean")
+        missing = sorted(set(models) - set(means.index))
+        if missing:
+            raise SystemExit(f"{study}: no {', '.join(missing)} in comparison.csv")
+        results = [ModelResult(m, {k: float(means.loc[m, k]) for k in RANKED}, pd.DataFrame(), None, [], [])
+                   for m in models]
+        order, mean_rank, _ = rank_models(results, RANKED)
+        orders.append({m: (k + 1, mean_rank[m]) for k, m in enumerate(order)})
+        leaders.append({k: means.loc[models, k].idxmax() if METRICS[k].direction == "higher"
+                        else means.loc[models, k].idxmin() for k in RANKED})
+    names = [study.name for study in study_dirs]
+    lines = ["| id | " + " | ".join(f"{n} rank (mean rank)" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m in sorted(models, key=lambda m: orders[-1][m][0]):
+        lines.append(f"| {m} | " + " | ".join(f"{o[m][0]} ({o[m][1]:.2f})" for o in orders) + " |")
+    lines.append("")
+    lines.append("| metric | " + " | ".join(f"{n} leader" for n in names) + " |")
+    lines.append("|---" * (len(names) + 1) + "|")
+    lines += [f"| {k} | " + " | ".join(leader[k] for leader in leaders) + " |" for k in RANKED]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,11 +104,16 @@ def main() -> None:
     p.add_argument("study_dir", type=Path)
     p.add_argument("pairs", nargs="+", metavar="A:B", help="study ids (or 'baseline' for gray)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=sorted(METRICS))
+    r = commands.add_parser("rank", help="the same ids ranked in several studies, side by side")
+    r.add_argument("study_dirs", nargs="+", type=Path)
+    r.add_argument("--models", nargs="+", required=True)
     args = parser.parse_args()
     if args.command == "collect":
         print(collect(args.workspace, args.study_dir))
-    else:
+    elif args.command == "compare":
         print("\n".join(compare(args.study_dir, args.pairs, args.metrics)))
+    else:
+        print("\n".join(rank(args.study_dirs, args.models)))
 
 
 if __name__ == "__main__":
