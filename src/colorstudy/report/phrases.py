@@ -16,6 +16,7 @@ from colorstudy.metrics import METRICS
 from colorstudy.paired import PairedDifference
 from colorstudy.seed_stats import MIN_PHOTOS
 from colorstudy.report.inputs import ARROWS, ModelResult, backbone_label, display, fmt, is_random
+from colorstudy.report.reference import REFERENCE_SETTINGS
 
 
 def objective_text(params: dict[str, Any], model_id: str) -> str:
@@ -100,7 +101,7 @@ SHORT_TRAINING_STEPS = 2000  # below this many optimizer steps a run is far from
 
 
 def training_length(train: Mapping[str, Any], preprocess_json: Path) -> str | None:
-    """A caveat when every model trained only a few hundred steps (the default's size)."""
+    """A caveat when every model trained fewer than ``SHORT_TRAINING_STEPS`` optimizer steps."""
     if not preprocess_json.is_file():
         return None
     n_train = int(json.loads(preprocess_json.read_text(encoding="utf-8"))["kept"]["train"])
@@ -108,9 +109,11 @@ def training_length(train: Mapping[str, Any], preprocess_json: Path) -> str | No
     steps = epochs * (n_train // batch)
     if steps >= SHORT_TRAINING_STEPS:
         return None
+    # Not "the default's size": committed studies of other sizes print this too.
     return (f"each model trained {epochs} epoch(s): {steps} optimizer steps of {batch} of the {n_train} training "
-            f"images (`train.epochs`; the default is sized to run the whole study in minutes on 2 CPU cores). "
-            f"A run this short is far from converged: the order of the models says little about trained ones")
+            f"images (`train.epochs`; the reference study trained {REFERENCE_SETTINGS['train.epochs']} epochs). "
+            f"Under {SHORT_TRAINING_STEPS:,} steps a run stops short of convergence: models that learn at "
+            f"different speeds can change order with longer training")
 
 
 def beats_baseline(versus: dict[str, dict[str, PairedDifference]]) -> dict[str, int]:
