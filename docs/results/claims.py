@@ -45,7 +45,8 @@ def collect(workspace: Path, study_dir: Path) -> Path:
             table = pd.read_parquet(eval_dir / model_id / f"seed{seed}" / PER_IMAGE_FILE)
             tables.append(table.assign(model=model_id, seed=seed))
     out = study_dir / TABLE
-    pd.concat(tables, ignore_index=True).to_parquet(out, index=False, compression="zstd")
+    table = pd.concat(tables, ignore_index=True).drop(columns="path")  # the id names the photo
+    table.to_parquet(out, index=False, compression="zstd")
     return out
 
 
