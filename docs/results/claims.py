@@ -80,10 +80,9 @@ def rank(study_dirs: list[Path], models: list[str]) -> list[str]:
             raise SystemExit(f"{study}: no {', '.join(missing)} in comparison.csv")
         results = [ModelResult(m, {k: float(means.loc[m, k]) for k in RANKED}, pd.DataFrame(), None, [], [])
                    for m in models]
-        order, mean_rank, _ = rank_models(results, RANKED)
+        order, mean_rank, ranks = rank_models(results, RANKED)
         orders.append({m: (k + 1, mean_rank[m]) for k, m in enumerate(order)})
-        leaders.append({k: means.loc[models, k].idxmax() if METRICS[k].direction == "higher"
-                        else means.loc[models, k].idxmin() for k in RANKED})
+        leaders.append({k: ranks[k].idxmin() for k in RANKED})  # rank 1 = best by the metric's direction
     names = [study.name for study in study_dirs]
     lines = ["| id | " + " | ".join(f"{n} rank (mean rank)" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
     for m in sorted(models, key=lambda m: orders[-1][m][0]):
