@@ -36,7 +36,8 @@ RANKED = ("psnr", "ssim", "ciede2000", "delta_colorfulness")  # the committed st
 
 
 def collect(workspace: Path, study_dir: Path) -> Path:
-    """Every ``reports/eval/ID/seedS`` table of ``workspace`` (and the baseline's), stacked."""
+    """Every ``reports/eval/ID/seedS`` table of ``workspace`` (and the baseline's), stacked.
+    The ids and seeds are those of ``study_dir/ranking.json``: copy the report's files first."""
     ranking = json.loads((study_dir / "ranking.json").read_text(encoding="utf-8"))
     eval_dir = workspace / "reports" / "eval"
     tables = [pd.read_parquet(eval_dir / BASELINE / PER_IMAGE_FILE).assign(model=BASELINE, seed=-1)]
