@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from colorstudy.checkpoint import Checkpoint
 from colorstudy.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,10 +164,12 @@ def test_an_interrupted_exp_run_resumes_unfinished_runs_and_keeps_finished_ones(
     workspace that lost seed 0's output and lock entry."""
     repo = make_repo(tmp_path / "repo", ("download", "preprocess", "resolve", "train"))
     params = load_params(repo / "params.yaml")
-    params["train"].update(epochs=3, decay_epochs=1)
+    # an epoch of these 6 photos takes tens of ms: with 3 epochs the run could end before
+    # the interrupt lands; 30 leave it seconds after the first resume point appears
+    params["train"].update(epochs=30, decay_epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(repo, "repro", "preprocess", "resolve")
-    commit(repo, "three epochs, data prepared")
+    commit(repo, "30 epochs, data prepared")
     resume_point = repo / "data" / "resume" / "A" / "seed1" / "last.pt"
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run"], cwd=repo, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -176,13 +179,15 @@ def test_an_interrupted_exp_run_resumes_unfinished_runs_and_keeps_finished_ones(
     assert ran(first) >= {"train@A-0", "train@A-1"}, first
     assert (repo / "data" / "models" / "A" / "seed0" / "selected.pt").is_file()
     assert not (repo / "data" / "models" / "A" / "seed1").exists()
+    saved_epoch = Checkpoint.load(resume_point).epoch
+    assert 1 <= saved_epoch < params["train"]["epochs"]
 
     # the workspace as a reset leaves it: the finished run's output and lock entry gone
     shutil.rmtree(repo / "data" / "models" / "A" / "seed0")
     git(repo, "checkout", "--", "dvc.lock")
     log = dvc(repo, "exp", "run")
     assert "Stage 'train@A-0' is cached - skipping run" in log, log
-    assert re.search(r"A-1: resuming after epoch [12] from", log), log
+    assert f"A-1: resuming after epoch {saved_epoch} from" in log, log
     assert ran(log) == {"train@A-1"}, log
     assert not resume_point.parent.exists()  # a finished run leaves no resume point behind
     assert "up to date" in dvc(repo, "status")
