@@ -164,16 +164,19 @@ def test_an_interrupted_exp_run_resumes_unfinished_runs_and_keeps_finished_ones(
     workspace that lost seed 0's output and lock entry."""
     repo = make_repo(tmp_path / "repo", ("download", "preprocess", "resolve", "train"))
     params = load_params(repo / "params.yaml")
-    # an epoch of these 6 photos takes tens of ms: with 3 epochs the run could end before
-    # the interrupt lands; 30 leave it seconds after the first resume point appears
+    # an epoch of these 6 photos takes tens of ms: 30 leave the interrupt seconds to land
+    # after the first resume point appears
     params["train"].update(epochs=30, decay_epochs=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(repo, "repro", "preprocess", "resolve")
     commit(repo, "30 epochs, data prepared")
     resume_point = repo / "data" / "resume" / "A" / "seed1" / "last.pt"
+    # SIGINT back to its default: a shell without job control starts background jobs with
+    # it ignored (and their children inherit that), where a terminal's Ctrl-C would not be
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run"], cwd=repo, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _interrupt_when(proc, resume_point.is_file)
     first = proc.stdout.read()
     assert ran(first) >= {"train@A-0", "train@A-1"}, first
